@@ -1,0 +1,1 @@
+"""PII detection: Presidio analysis of request texts into `Finding` spans."""
