@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,13 +21,19 @@ class Finding:
         return self.start < other.end and other.start < self.end
 
 
-def merge_overlapping(findings: Iterable[Finding]) -> list[Finding]:
+def _default_rank(finding: Finding) -> tuple[float, int]:
+    return (finding.score, finding.end - finding.start)
+
+
+def merge_overlapping(
+    findings: Iterable[Finding], rank: Callable[[Finding], Any] = _default_rank
+) -> list[Finding]:
     """Merge overlapping findings into one finding per group, sorted by start.
 
     The merged span covers the union of the group, so no character of any
     detection is left behind. The group takes the entity type of its
-    highest-scoring member; on equal scores the longer span wins, so an email
-    address beats the URL found inside its domain.
+    member with the highest `rank`, by default the highest score and then the
+    longer span, so an email address beats the URL found inside its domain.
     """
     ordered = sorted(findings, key=lambda f: (f.start, -f.end))
     groups: list[list[Finding]] = []
@@ -38,13 +45,13 @@ def merge_overlapping(findings: Iterable[Finding]) -> list[Finding]:
         else:
             groups.append([finding])
             group_end = finding.end
-    return [_merge_group(group) for group in groups]
+    return [_merge_group(group, rank) for group in groups]
 
 
-def _merge_group(group: list[Finding]) -> Finding:
+def _merge_group(group: list[Finding], rank: Callable[[Finding], Any]) -> Finding:
     if len(group) == 1:
         return group[0]
-    best = max(group, key=lambda f: (f.score, f.end - f.start))
+    best = max(group, key=rank)
     return Finding(
         entity_type=best.entity_type,
         start=min(f.start for f in group),

@@ -1,0 +1,128 @@
+"""The `pii-sidecar` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+
+from sidecar import __version__
+from sidecar.config import Settings, env_name, settings_from_env
+from sidecar.errors import SidecarError
+
+_SERVE_HELP = {
+    "host": "address to listen on; 0.0.0.0 exposes the proxy to the network",
+    "port": "TCP port to listen on",
+    "upstream": "base URL of the provider or gateway; the request path is appended to it",
+    "policy": "policy YAML file",
+    "model": "spaCy model: an installed package name or a model directory",
+    "config": "YAML file with routes and upstreams",
+    "log_format": "operational log format on stderr: json or console",
+    "log_level": "operational log level: debug, info, warning or error",
+    "audit_file": "append audit records to this file instead of stdout",
+    "detect_timeout": "seconds PII detection may take before the request is rejected",
+    "upstream_timeout": "seconds an upstream response may take in total",
+    "max_body_bytes": "largest request body accepted, in bytes",
+    "workers": "number of worker processes sharing the port",
+    "grace_period": "seconds in-flight requests get to finish after SIGTERM",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pii-sidecar",
+        description="A proxy that removes PII from LLM requests and restores it in responses.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_serve(commands)
+    _add_policy(commands)
+    return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="run the proxy")
+    defaults = Settings.__dataclass_fields__
+    for field in fields(Settings):
+        flag = "--" + field.name.replace("_", "-")
+        default = defaults[field.name].default
+        shown = default if default not in ("", None) else "none"
+        if field.name == "policy":
+            shown = "policies/default.yaml, else the copy inside the package"
+        serve.add_argument(
+            flag,
+            dest=field.name,
+            default=None,
+            help=f"{_SERVE_HELP[field.name]} (env {env_name(field.name)}; default: {shown})",
+        )
+    serve.set_defaults(handler=_serve)
+
+
+def _add_policy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    policy = commands.add_parser("policy", help="work with policy files")
+    actions = policy.add_subparsers(dest="policy_command", required=True)
+    check = actions.add_parser("check", help="validate policy files; exit 1 on any error")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.set_defaults(handler=_policy_check)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Merge flags over environment variables over defaults, converting types."""
+    given = settings_from_env()
+    for field in fields(Settings):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            given[field.name] = value
+    converted = {}
+    for field in fields(Settings):
+        if field.name not in given:
+            continue
+        converted[field.name] = _convert(field.name, str(field.type), given[field.name])
+    return Settings(**converted)
+
+
+def _convert(name: str, type_name: str, value: str) -> object:
+    try:
+        if type_name.startswith("int"):
+            return int(value)
+        if type_name.startswith("float"):
+            return float(value)
+    except ValueError:
+        raise SidecarError(f"{env_name(name)} / --{name.replace('_', '-')}: {value!r} is not a number") from None
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sidecar.serve import run
+
+    return run(settings_from_args(args))
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from sidecar.policy.load import PolicyError, load_policy
+
+    failed = False
+    for path in args.paths:
+        try:
+            policy = load_policy(path)
+        except PolicyError as exc:
+            failed = True
+            print(exc, file=sys.stderr)
+            continue
+        print(f"{path}: ok (policy {policy.name!r}, {policy.content_hash[:19]})")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except SidecarError as exc:
+        print(f"pii-sidecar: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

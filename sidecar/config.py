@@ -1,0 +1,70 @@
+"""`Settings`: every setting of `pii-sidecar serve`, with its environment variable and default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from sidecar.detect.engine import DEFAULT_MODEL
+from sidecar.errors import ConfigError
+from sidecar.policy.load import BUILTIN_POLICY_DIR
+
+ENV_PREFIX = "PII_SIDECAR_"
+
+
+def default_policy_path() -> str:
+    """Return `policies/default.yaml` if it exists here, else the copy inside the package."""
+    local = Path("policies/default.yaml")
+    if local.is_file():
+        return str(local)
+    return str(BUILTIN_POLICY_DIR / "default.yaml")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings of one sidecar process. Durations are in seconds."""
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    upstream: str = "https://api.openai.com"
+    policy: str = ""
+    model: str = DEFAULT_MODEL
+    config: str | None = None
+    log_format: str = "json"
+    log_level: str = "info"
+    audit_file: str | None = None
+    detect_timeout: float = 10.0
+    upstream_timeout: float = 600.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    workers: int = 1
+    grace_period: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not self.policy:
+            object.__setattr__(self, "policy", default_policy_path())
+        if not self.upstream.startswith(("http://", "https://")):
+            raise ConfigError(f"upstream {self.upstream!r} must be an http:// or https:// URL")
+        if self.log_format not in ("json", "console"):
+            raise ConfigError(f"log format {self.log_format!r} must be 'json' or 'console'")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} must be between 1 and 65535")
+        if self.detect_timeout <= 0:
+            raise ConfigError(f"detect timeout {self.detect_timeout} must be positive")
+        if self.workers < 1:
+            raise ConfigError(f"workers {self.workers} must be at least 1")
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def settings_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the settings given in `PII_SIDECAR_*` environment variables, as strings."""
+    environ = dict(os.environ) if environ is None else environ
+    found = {}
+    for field in fields(Settings):
+        value = environ.get(env_name(field.name))
+        if value is not None and value != "":
+            found[field.name] = value
+    return found

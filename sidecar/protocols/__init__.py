@@ -1,0 +1,1 @@
+"""Protocol adapters: one module per API dialect behind the `Adapter` interface."""

@@ -1,0 +1,195 @@
+"""The adapter interface every API dialect implements, and helpers they share."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sidecar.errors import InvalidBody
+from sidecar.redact.restore import Restorer
+from sidecar.sse import Event
+
+JSON = Any
+
+
+class Part(StrEnum):
+    """The part of a request a text belongs to; the names match the policy's `scope`."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL_RESULTS = "tool_results"
+    TOOL_ARGUMENTS = "tool_arguments"
+
+
+@dataclass
+class TextSlot:
+    """One text of a request and the way to write its rewritten form back."""
+
+    text: str
+    part: Part
+    write: Callable[[str], None]
+
+
+@dataclass
+class RequestTexts:
+    """Every text of one request, in the order the model reads them."""
+
+    slots: list[TextSlot] = field(default_factory=list)
+    _finalizers: list[Callable[[], None]] = field(default_factory=list)
+
+    def add(self, container: dict[str, Any] | list[Any], key: Any, part: Part) -> None:
+        """Add `container[key]` if it is a string."""
+        value = container[key]
+        if isinstance(value, str):
+            self.slots.append(TextSlot(value, part, _setter(container, key)))
+
+    def add_json_strings(self, value: JSON, part: Part) -> None:
+        """Add every string leaf of a parsed JSON value (object keys are not scanned)."""
+        for container, key in iter_string_leaves(value):
+            self.add(container, key, part)
+
+    def add_json_text(self, container: dict[str, Any], key: str, part: Part) -> None:
+        """Add the string leaves of a JSON document stored as a string, or the string itself.
+
+        Tool-call arguments are JSON inside a string. Their string values are
+        scanned and the document is serialised again only if one changed, so
+        it stays valid JSON. A string that is not JSON is scanned as text.
+        """
+        raw = container.get(key)
+        if not isinstance(raw, str):
+            return
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            self.add(container, key, part)
+            return
+        if isinstance(document, str):
+            self.add(container, key, part)
+            return
+        before = len(self.slots)
+        holder = [document]
+        self.add_json_strings(holder, part)
+        changed: list[bool] = []
+        for slot in self.slots[before:]:
+            slot.write = _marking(slot.write, changed)
+
+        def finalize() -> None:
+            if changed:
+                container[key] = json.dumps(holder[0], ensure_ascii=False)
+
+        self._finalizers.append(finalize)
+
+    def write_back(self, texts: list[str]) -> None:
+        """Write rewritten texts into the request, in the order of `slots`."""
+        for slot, text in zip(self.slots, texts, strict=True):
+            if text != slot.text:
+                slot.write(text)
+        for finalize in self._finalizers:
+            finalize()
+
+
+def _marking(write: Callable[[str], None], changed: list[bool]) -> Callable[[str], None]:
+    def marking_write(text: str) -> None:
+        write(text)
+        changed.append(True)
+
+    return marking_write
+
+
+def _setter(container: dict[str, Any] | list[Any], key: Any) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        container[key] = text
+
+    return write
+
+
+def iter_string_leaves(value: JSON) -> Iterator[tuple[Any, Any]]:
+    """Yield (container, key) for every string leaf below `value`."""
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return
+    for key, item in list(items):
+        if isinstance(item, str):
+            yield value, key
+        else:
+            yield from iter_string_leaves(item)
+
+
+def restore_string_leaves(value: JSON, restorer: Restorer) -> None:
+    """Restore placeholders in every string leaf below `value`, in place."""
+    for container, key in iter_string_leaves(value):
+        container[key] = restorer.restore(container[key])
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidBody(message)
+
+
+def openai_usage(document: JSON) -> dict[str, int] | None:
+    """Return token counts from an OpenAI-style `usage` object, if the document has one."""
+    usage = document.get("usage") if isinstance(document, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    counts = {
+        "input_tokens": usage.get("prompt_tokens", usage.get("input_tokens")),
+        "output_tokens": usage.get("completion_tokens", usage.get("output_tokens")),
+        "cached_tokens": details.get("cached_tokens") if isinstance(details, dict) else None,
+    }
+    return {name: value for name, value in counts.items() if isinstance(value, int)}
+
+
+class StreamTransformer(ABC):
+    """Restores a dialect's event stream, one event at a time; `usage` is set when the stream reports it."""
+
+    usage: dict[str, int] | None = None
+
+    @abstractmethod
+    def feed(self, event: Event) -> list[Event]:
+        """Return the events to send for one upstream event."""
+
+    @abstractmethod
+    def end(self) -> list[Event]:
+        """Return the events to send when the upstream stream ends without its final event."""
+
+
+class Adapter(ABC):
+    """What the server needs from an API dialect."""
+
+    dialect: str
+
+    @abstractmethod
+    def collect(self, body: dict[str, Any]) -> RequestTexts:
+        """Find every text the model will read, in reading order; raise `InvalidBody` on a bad shape."""
+
+    @abstractmethod
+    def restore_body(self, body: JSON, restorer: Restorer) -> None:
+        """Restore placeholders in a complete response body, in place."""
+
+    @abstractmethod
+    def stream_transformer(self, restorer: Restorer) -> StreamTransformer:
+        """Return a transformer for one streamed response."""
+
+    @abstractmethod
+    def error_body(self, status: int, code: str, message: str) -> dict[str, Any]:
+        """Return an error body in this dialect's format."""
+
+    def usage(self, document: JSON) -> dict[str, int] | None:
+        """Return the token counts of a complete response body."""
+        return openai_usage(document)
+
+    def model(self, body: dict[str, Any]) -> str | None:
+        model = body.get("model")
+        return model if isinstance(model, str) else None
+
+    def is_stream(self, body: dict[str, Any]) -> bool:
+        return body.get("stream") is True

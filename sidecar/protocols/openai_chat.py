@@ -1,0 +1,223 @@
+"""OpenAI chat completions (`POST /v1/chat/completions`), JSON and streamed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sidecar.protocols.base import (
+    JSON,
+    Adapter,
+    Part,
+    RequestTexts,
+    StreamTransformer,
+    openai_usage,
+    require,
+    restore_string_leaves,
+)
+from sidecar.redact.restore import Restorer, StreamRestorer, json_string_escape
+from sidecar.sse import Event
+
+_ROLE_PARTS = {
+    "system": Part.SYSTEM,
+    "developer": Part.SYSTEM,
+    "user": Part.USER,
+    "assistant": Part.ASSISTANT,
+    "tool": Part.TOOL_RESULTS,
+    "function": Part.TOOL_RESULTS,
+}
+# Content part types with text the model reads; image, audio and file parts pass untouched.
+_TEXT_PART_FIELDS = {"text": "text", "refusal": "refusal"}
+
+
+def openai_error_body(status: int, code: str, message: str) -> dict[str, Any]:
+    error_type = "invalid_request_error" if status < 500 else "api_error"
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+class OpenAIChatAdapter(Adapter):
+    dialect = "openai.chat"
+
+    def collect(self, body: dict[str, Any]) -> RequestTexts:
+        messages = body.get("messages")
+        require(isinstance(messages, list), "'messages' must be an array of message objects")
+        texts = RequestTexts()
+        for index, message in enumerate(messages):
+            require(isinstance(message, dict), f"messages[{index}] must be an object")
+            role = message.get("role")
+            part = _ROLE_PARTS.get(role) if isinstance(role, str) else None
+            require(part is not None, f"messages[{index}].role {role!r} is not a known role")
+            assert part is not None
+            _collect_content(texts, message, part, f"messages[{index}]")
+            _collect_tool_calls(texts, message)
+        prediction = body.get("prediction")
+        if isinstance(prediction, dict) and "content" in prediction:
+            _collect_content(texts, prediction, Part.USER, "prediction")
+        return texts
+
+    def restore_body(self, body: JSON, restorer: Restorer) -> None:
+        if not isinstance(body, dict):
+            return
+        for choice in body.get("choices") or []:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict):
+                _restore_message(message, restorer)
+        if "error" in body:
+            restore_string_leaves(body["error"], restorer)
+
+    def stream_transformer(self, restorer: Restorer) -> StreamTransformer:
+        return ChatStreamTransformer(restorer)
+
+    def error_body(self, status: int, code: str, message: str) -> dict[str, Any]:
+        return openai_error_body(status, code, message)
+
+
+def _collect_content(texts: RequestTexts, message: dict[str, Any], part: Part, where: str) -> None:
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        if content is not None:
+            texts.add(message, "content", part)
+        return
+    require(isinstance(content, list), f"{where}.content must be a string or an array of parts")
+    for index, item in enumerate(content):
+        require(isinstance(item, dict), f"{where}.content[{index}] must be an object")
+        field = _TEXT_PART_FIELDS.get(item.get("type", ""))
+        if field is not None and field in item:
+            require(isinstance(item[field], str), f"{where}.content[{index}].{field} must be a string")
+            texts.add(item, field, part)
+
+
+def _collect_tool_calls(texts: RequestTexts, message: dict[str, Any]) -> None:
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            texts.add_json_text(function, "arguments", Part.TOOL_ARGUMENTS)
+    function_call = message.get("function_call")
+    if isinstance(function_call, dict):
+        texts.add_json_text(function_call, "arguments", Part.TOOL_ARGUMENTS)
+
+
+def _restore_message(message: dict[str, Any], restorer: Restorer) -> None:
+    for key, value in message.items():
+        if key in ("tool_calls", "function_call"):
+            continue
+        if isinstance(value, str):
+            message[key] = restorer.restore(value)
+        else:
+            restore_string_leaves(value, restorer)
+    calls = list(message.get("tool_calls") or [])
+    if isinstance(message.get("function_call"), dict):
+        calls.append({"function": message["function_call"]})
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            function["arguments"] = restorer.restore(function["arguments"], json_string_escape)
+
+
+class ChatStreamTransformer(StreamTransformer):
+    """Restores `chat.completion.chunk` events per choice and per tool call.
+
+    Held-back text goes out in the chunk that carries the choice's
+    `finish_reason`. Only when the stream reaches a usage-only chunk,
+    `[DONE]` or its end with text still held (a choice that never finished)
+    is an extra chunk sent to carry that text.
+    """
+
+    def __init__(self, restorer: Restorer) -> None:
+        self._restorer = restorer
+        self._streams: dict[tuple[int, str, int], StreamRestorer] = {}
+        self._last_chunk: dict[str, Any] = {}
+
+    def feed(self, event: Event) -> list[Event]:
+        if event.data.strip() == "[DONE]":
+            return [*self._flush_all(), event]
+        try:
+            chunk = json.loads(event.data)
+        except ValueError:
+            return [event.with_data(self._restorer.restore(event.data))]
+        if not isinstance(chunk, dict):
+            return [event]
+
+        before: list[Event] = []
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices:
+            self._last_chunk = chunk
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._restore_choice(choice)
+        else:
+            # A usage-only or error chunk ends the choices: release what they hold first.
+            before = self._flush_all()
+        if "error" in chunk:
+            restore_string_leaves(chunk["error"], self._restorer)
+        self.usage = openai_usage(chunk) or self.usage
+        return [*before, event.with_data(json.dumps(chunk, ensure_ascii=False))]
+
+    def end(self) -> list[Event]:
+        return self._flush_all()
+
+    def _restore_choice(self, choice: dict[str, Any]) -> None:
+        index = choice.get("index", 0)
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = {}
+        for field in ("content", "refusal"):
+            if isinstance(delta.get(field), str):
+                delta[field] = self._stream(index, field, 0).feed(delta[field])
+        for call in delta.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                stream = self._stream(index, "tool", call.get("index", 0))
+                function["arguments"] = stream.feed(function["arguments"])
+        if choice.get("finish_reason") is not None:
+            self._flush_choice(index, delta)
+            choice["delta"] = delta
+
+    def _stream(self, choice: int, field: str, tool: int) -> StreamRestorer:
+        key = (choice, field, tool)
+        stream = self._streams.get(key)
+        if stream is None:
+            if field == "tool":
+                stream = self._restorer.stream(json_string_escape)
+            else:
+                stream = self._restorer.stream()
+            self._streams[key] = stream
+        return stream
+
+    def _flush_choice(self, index: int, delta: dict[str, Any]) -> bool:
+        """Move the held text of one choice into `delta`; return whether there was any."""
+        flushed = False
+        for (choice, field, tool), stream in sorted(self._streams.items()):
+            if choice != index:
+                continue
+            held = stream.flush()
+            if not held:
+                continue
+            flushed = True
+            if field != "tool":
+                delta[field] = (delta.get(field) or "") + held
+                continue
+            calls = delta.setdefault("tool_calls", [])
+            call = next((c for c in calls if c.get("index", 0) == tool), None)
+            if call is None:
+                calls.append({"index": tool, "function": {"arguments": held}})
+            else:
+                function = call.setdefault("function", {})
+                function["arguments"] = (function.get("arguments") or "") + held
+        return flushed
+
+    def _flush_all(self) -> list[Event]:
+        choices = []
+        for index in sorted({choice for choice, _, _ in self._streams}):
+            delta: dict[str, Any] = {}
+            if self._flush_choice(index, delta):
+                choices.append({"index": index, "delta": delta, "finish_reason": None})
+        if not choices:
+            return []
+        chunk = {
+            key: self._last_chunk[key]
+            for key in ("id", "object", "created", "model", "system_fingerprint")
+            if key in self._last_chunk
+        }
+        chunk["choices"] = choices
+        return [Event(data=json.dumps(chunk, ensure_ascii=False), modified=True)]

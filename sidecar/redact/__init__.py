@@ -1,0 +1,1 @@
+"""Redaction: policy decisions over findings, the placeholder vault, and restoration."""

@@ -1,0 +1,149 @@
+"""Restoration of placeholders and surrogates in model output, whole or streamed.
+
+Models alter placeholders. Besides the exact `<PERSON_1>` the restorer accepts
+the alterations that still name one vault entry unambiguously: any letter
+case, square brackets, a space instead of the underscore inside brackets, a
+bare `PERSON_1`, and brackets escaped for HTML (`&lt;`) or JSON (`\\u003c`).
+A token naming no entry, such as `<PERSON>` or `<PERSON_9>`, is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import regex
+
+from sidecar.redact.vault import Vault
+
+Escape = Callable[[str], str]
+
+_OPEN = r"<|\[|&lt;|\\u003c"
+_CLOSE = r">|\]|&gt;|\\u003e"
+# The longest bracket token is `\\u003c` or `\\u003e`; a placeholder number
+# has at most this many digits before the stream stops holding it back.
+_LONGEST_BRACKET = len("\\u003c")
+_MAX_DIGITS = 9
+
+
+def no_escape(value: str) -> str:
+    return value
+
+
+def json_string_escape(value: str) -> str:
+    """Escape `value` for insertion inside a JSON string literal."""
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
+
+class Restorer:
+    """Restores the placeholders and surrogates of one vault in complete texts."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self.pattern = _compile(vault)
+        self.first_chars = _first_chars(vault)
+        self.window = _longest_form(vault)
+
+    def restore(self, text: str, escape: Escape = no_escape) -> str:
+        if self.pattern is None:
+            return text
+        return self.pattern.sub(lambda match: self._replacement(match, escape), text)
+
+    def stream(self, escape: Escape = no_escape) -> StreamRestorer:
+        return StreamRestorer(self, escape)
+
+    def _replacement(self, match: regex.Match[str], escape: Escape) -> str:
+        surrogate = match.groupdict().get("surrogate")
+        if surrogate is not None:
+            value = self.vault.lookup_surrogate(surrogate)
+        else:
+            entity_type = match.group("t1") or match.group("t2")
+            number = int(match.group("n1") or match.group("n2"))
+            value = self.vault.lookup(entity_type, number)
+        return match.group() if value is None else escape(value)
+
+
+class StreamRestorer:
+    """Restores one streamed text field, chunk by chunk.
+
+    `feed` returns at once every character that can no longer become part of a
+    placeholder, and holds back only a suffix that still could: a held-back
+    part is at most as long as the longest accepted placeholder form. `flush`
+    releases what is held at the end of the field. Concatenated outputs equal
+    `Restorer.restore` applied to the concatenated inputs.
+    """
+
+    def __init__(self, restorer: Restorer, escape: Escape = no_escape) -> None:
+        self._restorer = restorer
+        self._escape = escape
+        self._held = ""
+
+    @property
+    def held(self) -> str:
+        return self._held
+
+    def feed(self, text: str) -> str:
+        pattern = self._restorer.pattern
+        if pattern is None:
+            return text
+        buffer = self._held + text
+        restorer = self._restorer
+        cut = _hold_back_start(pattern, restorer.first_chars, restorer.window, buffer)
+        self._held = buffer[cut:]
+        return self._restorer.restore(buffer[:cut], self._escape)
+
+    def flush(self) -> str:
+        buffer, self._held = self._held, ""
+        return self._restorer.restore(buffer, self._escape)
+
+
+def _hold_back_start(pattern: regex.Pattern[str], first_chars: str, window: int, buffer: str) -> int:
+    """Return where the suffix of `buffer` that could still grow into a match starts.
+
+    A match anchored at each candidate position is tried in turn, because an
+    unanchored partial search prefers a complete match further right over a
+    partial one that starts earlier.
+    """
+    for position in range(max(0, len(buffer) - window), len(buffer)):
+        if buffer[position] not in first_chars:
+            continue
+        match = pattern.match(buffer, position, partial=True)
+        if match is None or match.end() != len(buffer):
+            continue
+        # Only a complete bracketed form cannot grow; `PERSON_1` may become `PERSON_12`.
+        if match.partial or match.groupdict().get("t1") is None:
+            return position
+    return len(buffer)
+
+
+def _compile(vault: Vault) -> regex.Pattern[str] | None:
+    alternatives = []
+    types = "|".join(sorted(vault.entity_types, key=len, reverse=True))
+    if types:
+        alternatives.append(
+            rf"(?:{_OPEN})\s?(?P<t1>{types})[_ ](?P<n1>[0-9]+)\s?(?:{_CLOSE})"
+            rf"|(?<!\w)(?P<t2>{types})_(?P<n2>[0-9]+)(?![\w])"
+        )
+    surrogates = "|".join(regex.escape(s) for s in sorted(vault.surrogates, key=len, reverse=True))
+    if surrogates:
+        # Word boundaries keep a surrogate from matching inside a longer word.
+        alternatives.append(rf"(?<!\w)(?-i:(?P<surrogate>{surrogates}))(?!\w)")
+    if not alternatives:
+        return None
+    return regex.compile("|".join(alternatives), flags=regex.IGNORECASE)
+
+
+def _first_chars(vault: Vault) -> str:
+    chars = "<[&\\"
+    for entity_type in vault.entity_types:
+        chars += entity_type[0].lower() + entity_type[0].upper()
+    for surrogate in vault.surrogates:
+        chars += surrogate[:1]
+    return chars
+
+
+def _longest_form(vault: Vault) -> int:
+    """Return the length of the longest text the pattern can match."""
+    longest_type = max((len(t) for t in vault.entity_types), default=0)
+    longest_placeholder = 2 * _LONGEST_BRACKET + 2 + longest_type + 1 + _MAX_DIGITS
+    return max([longest_placeholder, *(len(s) for s in vault.surrogates)])

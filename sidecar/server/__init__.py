@@ -1,0 +1,1 @@
+"""The aiohttp server: handlers that move bytes between client, core and upstream."""

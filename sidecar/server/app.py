@@ -1,0 +1,109 @@
+"""The aiohttp application: health endpoints, start-up loading and the proxy route."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import web
+
+from sidecar.config import Settings
+from sidecar.detect.engine import Detector
+from sidecar.logs import describe_exception, get_logger
+from sidecar.policy.store import PolicyStore
+from sidecar.server import proxy
+from sidecar.server.state import AuditWriter, SidecarState, write_audit_to_stdout
+from sidecar.upstream.client import UpstreamClient, display_url
+
+STATE = web.AppKey("state", SidecarState)
+log = get_logger("sidecar.server")
+
+DetectorFactory = Callable[[Settings], Detector]
+
+
+def _load_detector(settings: Settings) -> Detector:
+    return Detector(model=settings.model)
+
+
+def create_app(
+    settings: Settings,
+    audit: AuditWriter = write_audit_to_stdout,
+    detector_factory: DetectorFactory = _load_detector,
+) -> web.Application:
+    """Build the application; the policy loads now, the NER model in the background.
+
+    Raise `PolicyError` if the policy does not validate, so an invalid policy
+    stops the process before it ever reports ready.
+    """
+    policies = PolicyStore(settings.policy)
+    policies.load()
+    state = SidecarState(
+        settings=settings,
+        policies=policies,
+        upstream=UpstreamClient(settings.upstream, total_timeout=settings.upstream_timeout),
+        audit=audit,
+    )
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[STATE] = state
+    app[proxy.MAX_BODY_KEY] = settings.max_body_bytes
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_route("*", "/{tail:.*}", _proxy)
+    app.on_startup.append(_start(detector_factory))
+    app.on_cleanup.append(_stop)
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.ready:
+        return web.json_response({"status": "ready", "policy": state.policies.current.name})
+    reason = "draining" if state.draining else "loading"
+    return web.json_response({"status": reason}, status=503)
+
+
+async def _proxy(request: web.Request) -> web.StreamResponse:
+    return await proxy.handle(request, request.app[STATE])
+
+
+def _start(detector_factory: DetectorFactory) -> Callable[[web.Application], object]:
+    async def start(app: web.Application) -> None:
+        state = app[STATE]
+        await state.upstream.start()
+        app[_LOADER] = asyncio.create_task(_load_in_background(state, detector_factory))
+        log.info(
+            "sidecar_starting",
+            upstream=display_url(state.settings.upstream),
+            policy=state.policies.current.name,
+            model=state.settings.model,
+        )
+
+    return start
+
+
+_LOADER = web.AppKey("detector_loader", asyncio.Task[None])
+
+
+async def _load_in_background(state: SidecarState, detector_factory: DetectorFactory) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        state.detector = await loop.run_in_executor(state.executor, detector_factory, state.settings)
+    except Exception as exc:
+        # The sidecar stays unready and rejects every request: it fails closed.
+        log.error("detector_load_failed", model=state.settings.model, **describe_exception(exc))
+        return
+    log.info("sidecar_ready", model=state.settings.model)
+
+
+async def _stop(app: web.Application) -> None:
+    state = app[STATE]
+    loader = app.get(_LOADER)
+    if loader is not None and not loader.done():
+        loader.cancel()
+    await state.upstream.close()
+    state.executor.shutdown(wait=False, cancel_futures=True)
+    log.info("sidecar_stopped")

@@ -1,0 +1,70 @@
+"""The long-lived objects one sidecar process shares across requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar.config import Settings
+from sidecar.detect.engine import Detector
+from sidecar.detect.findings import Finding
+from sidecar.errors import DetectorFailed
+from sidecar.policy.model import Policy
+from sidecar.policy.store import PolicyStore
+from sidecar.server.routes import Router, default_router
+from sidecar.upstream.client import UpstreamClient
+
+AuditWriter = Callable[[dict[str, Any]], None]
+
+
+def write_audit_to_stdout(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class SidecarState:
+    """Settings, policy, detector, upstream client and audit writer of one process."""
+
+    settings: Settings
+    policies: PolicyStore
+    upstream: UpstreamClient
+    router: Router = field(default_factory=default_router)
+    audit: AuditWriter = write_audit_to_stdout
+    detector: Detector | None = None
+    draining: bool = False
+    # One detection thread per process: spaCy holds the GIL for most of its
+    # work, so more threads add contention, not throughput.
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
+    )
+
+    @property
+    def ready(self) -> bool:
+        return self.detector is not None and self.policies.loaded and not self.draining
+
+    async def detect(self, texts: list[str], policy: Policy) -> list[list[Finding]]:
+        """Run the detector off the event loop; raise `DetectorFailed` on error or timeout."""
+        detector = self.detector
+        if detector is None:
+            raise DetectorFailed(
+                "the PII detector is still loading; retry when GET /readyz returns 200"
+            )
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.executor, detector.analyze, texts, policy)
+        try:
+            return await asyncio.wait_for(future, self.settings.detect_timeout)
+        except TimeoutError as exc:
+            raise DetectorFailed(
+                f"PII detection timed out after {self.settings.detect_timeout:g} s; the request "
+                "was not forwarded. Send a shorter request or raise --detect-timeout"
+            ) from exc
+        except Exception as exc:
+            raise DetectorFailed(
+                f"PII detection failed ({type(exc).__name__}); the request was not forwarded"
+            ) from exc

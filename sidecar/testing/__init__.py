@@ -1,0 +1,1 @@
+"""Test doubles shipped with the package: fake LLM providers speaking their wire formats."""
