@@ -1,0 +1,1 @@
+"""The HTTP client to LLM providers: retries, failover, circuit breakers and credentials."""
