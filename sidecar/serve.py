@@ -6,7 +6,7 @@ from aiohttp import web
 
 from sidecar.config import Settings
 from sidecar.logs import configure_logging, get_logger
-from sidecar.server.app import create_app
+from sidecar.server.app import SERVER_OPTIONS, create_app
 
 log = get_logger("sidecar.serve")
 
@@ -22,5 +22,6 @@ def run(settings: Settings) -> int:
         print=None,
         access_log=None,
         shutdown_timeout=settings.grace_period,
+        **SERVER_OPTIONS,
     )
     return 0

@@ -47,10 +47,24 @@ class Restorer:
     def restore(self, text: str, escape: Escape = no_escape) -> str:
         if self.pattern is None:
             return text
-        return self.pattern.sub(lambda match: self._replacement(match, escape), text)
+        return self.substitute(text, 0, len(text), escape)
 
     def stream(self, escape: Escape = no_escape) -> StreamRestorer:
         return StreamRestorer(self, escape)
+
+    def substitute(self, text: str, start: int, end: int, escape: Escape) -> str:
+        """Restore `text[start:end]`; matches may look behind `start` but must end by `end`."""
+        assert self.pattern is not None
+        pieces = []
+        position = start
+        for match in self.pattern.finditer(text, start):
+            if match.end() > end:
+                break
+            pieces.append(text[position : match.start()])
+            pieces.append(self._replacement(match, escape))
+            position = match.end()
+        pieces.append(text[position:end])
+        return "".join(pieces)
 
     def _replacement(self, match: regex.Match[str], escape: Escape) -> str:
         surrogate = match.groupdict().get("surrogate")
@@ -68,52 +82,73 @@ class StreamRestorer:
 
     `feed` returns at once every character that can no longer become part of a
     placeholder, and holds back only a suffix that still could: a held-back
-    part is at most as long as the longest accepted placeholder form. `flush`
-    releases what is held at the end of the field. Concatenated outputs equal
-    `Restorer.restore` applied to the concatenated inputs.
+    part is at most `Restorer.window` characters. `flush` releases what is held
+    at the end of the field. Concatenated outputs equal `Restorer.restore`
+    applied to the concatenated inputs.
     """
 
     def __init__(self, restorer: Restorer, escape: Escape = no_escape) -> None:
         self._restorer = restorer
         self._escape = escape
         self._held = ""
+        # The last released character: a bare `PERSON_1` right after a letter
+        # or digit is not a placeholder, so the next match needs to see it.
+        self._context = ""
 
     @property
     def held(self) -> str:
         return self._held
 
     def feed(self, text: str) -> str:
-        pattern = self._restorer.pattern
-        if pattern is None:
-            return text
-        buffer = self._held + text
         restorer = self._restorer
-        cut = _hold_back_start(pattern, restorer.first_chars, restorer.window, buffer)
-        self._held = buffer[cut:]
-        return self._restorer.restore(buffer[:cut], self._escape)
+        if restorer.pattern is None:
+            return text
+        buffer = self._context + self._held + text
+        start = len(self._context)
+        return self._release(buffer, start, _hold_back_start(restorer, buffer, start))
 
     def flush(self) -> str:
-        buffer, self._held = self._held, ""
-        return self._restorer.restore(buffer, self._escape)
+        if self._restorer.pattern is None:
+            return ""
+        buffer = self._context + self._held
+        return self._release(buffer, len(self._context), len(buffer))
+
+    def _release(self, buffer: str, start: int, cut: int) -> str:
+        self._held = buffer[cut:]
+        if cut > start:
+            self._context = buffer[cut - 1]
+        return self._restorer.substitute(buffer, start, cut, self._escape)
 
 
-def _hold_back_start(pattern: regex.Pattern[str], first_chars: str, window: int, buffer: str) -> int:
+def _hold_back_start(restorer: Restorer, buffer: str, start: int) -> int:
     """Return where the suffix of `buffer` that could still grow into a match starts.
 
     A match anchored at each candidate position is tried in turn, because an
     unanchored partial search prefers a complete match further right over a
-    partial one that starts earlier.
+    partial one that starts earlier. A complete match that straddles the cut
+    is held back whole.
     """
-    for position in range(max(0, len(buffer) - window), len(buffer)):
-        if buffer[position] not in first_chars:
+    pattern = restorer.pattern
+    assert pattern is not None
+    cut = len(buffer)
+    for position in range(max(start, len(buffer) - restorer.window), len(buffer)):
+        if buffer[position] not in restorer.first_chars:
             continue
         match = pattern.match(buffer, position, partial=True)
         if match is None or match.end() != len(buffer):
             continue
         # Only a complete bracketed form cannot grow; `PERSON_1` may become `PERSON_12`.
         if match.partial or match.groupdict().get("t1") is None:
-            return position
-    return len(buffer)
+            cut = position
+            break
+    if cut == len(buffer):
+        return cut
+    for match in pattern.finditer(buffer, max(start, cut - restorer.window)):
+        if match.start() >= cut:
+            break
+        if match.end() > cut:
+            return match.start()
+    return cut
 
 
 def _compile(vault: Vault) -> regex.Pattern[str] | None:

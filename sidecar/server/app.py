@@ -16,6 +16,11 @@ from sidecar.server.state import AuditWriter, SidecarState, write_audit_to_stdou
 from sidecar.upstream.client import UpstreamClient, display_url
 
 STATE = web.AppKey("state", SidecarState)
+
+# Options of aiohttp's request handler. Request bodies stay encoded so the proxy
+# decodes them itself and fails closed on a coding it cannot read; a client
+# that disconnects cancels its handler, and with it the upstream request.
+SERVER_OPTIONS = {"auto_decompress": False, "handler_cancellation": True}
 log = get_logger("sidecar.server")
 
 DetectorFactory = Callable[[Settings], Detector]

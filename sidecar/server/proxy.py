@@ -27,7 +27,10 @@ log = get_logger("sidecar.proxy")
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
-_RESPONSE_DROPPED = frozenset({"content-length", "content-encoding", "transfer-encoding", "connection"})
+# aiohttp sets its own Date, Server and framing headers on the response to the client.
+_RESPONSE_DROPPED = frozenset(
+    {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+)
 
 
 def new_request_id() -> str:
