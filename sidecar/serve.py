@@ -1,27 +1,49 @@
-"""Running the server process: logging, signals and the aiohttp runner."""
+"""Running the server process: logging, signals, graceful drain and the aiohttp runner."""
 
 from __future__ import annotations
+
+import asyncio
+import signal
 
 from aiohttp import web
 
 from sidecar.config import Settings
 from sidecar.logs import configure_logging, get_logger
-from sidecar.server.app import SERVER_OPTIONS, create_app
+from sidecar.server.app import SERVER_OPTIONS, STATE, create_app
 
 log = get_logger("sidecar.serve")
 
 
 def run(settings: Settings) -> int:
-    """Serve until SIGINT or SIGTERM; return the exit status."""
+    """Serve until SIGINT or SIGTERM, then drain; return the exit status."""
     configure_logging(settings.log_format, settings.log_level)
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> int:
+    """Serve `settings` until a stop signal, then drain in-flight requests.
+
+    On SIGTERM or SIGINT the sidecar reports not ready, closes its listening
+    socket so new connections are refused, gives in-flight requests and
+    streams up to `grace_period` seconds to finish, cancels what is left, and
+    closes the upstream client and the audit sink.
+    """
     app = create_app(settings)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=settings.grace_period,
-        **SERVER_OPTIONS,
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=settings.grace_period, access_log=None, **SERVER_OPTIONS
     )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.workers > 1)
+    await site.start()
+    log.info("sidecar_listening", host=settings.host, port=settings.port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    app[STATE].draining = True
+    log.info("sidecar_draining", grace_period_seconds=settings.grace_period)
+    await runner.cleanup()
     return 0

@@ -9,6 +9,7 @@ pieces so placeholders arrive split across events.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class FakeUpstream:
     requests: list[Recorded] = field(default_factory=list)
     reply: Reply | None = None
     chunk_size: int = 3
+    chunk_delay: float = 0.0
     status: int = 200
     error_body: dict[str, Any] | None = None
 
@@ -74,6 +76,8 @@ class FakeUpstream:
         await response.prepare(request)
         for chunk in stream_chunks(body, message, self.chunk_size):
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
         await response.write(b"data: [DONE]\n\n")
         return response
 
