@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import Any
 
 from sidecar import __version__
 from sidecar.config import Settings, env_name, settings_from_env
@@ -74,7 +75,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         value = getattr(args, field.name, None)
         if value is not None:
             given[field.name] = value
-    converted = {}
+    converted: dict[str, Any] = {}
     for field in fields(Settings):
         if field.name not in given:
             continue
@@ -89,7 +90,9 @@ def _convert(name: str, type_name: str, value: str) -> object:
         if type_name.startswith("float"):
             return float(value)
     except ValueError:
-        raise SidecarError(f"{env_name(name)} / --{name.replace('_', '-')}: {value!r} is not a number") from None
+        raise SidecarError(
+            f"{env_name(name)} / --{name.replace('_', '-')}: {value!r} is not a number"
+        ) from None
     return value
 
 

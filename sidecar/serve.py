@@ -30,7 +30,11 @@ async def serve(settings: Settings) -> int:
     """
     app = create_app(settings)
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.grace_period, access_log=None, **SERVER_OPTIONS
+        app,
+        handle_signals=False,
+        shutdown_timeout=settings.grace_period,
+        access_log=None,
+        **SERVER_OPTIONS,
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.workers > 1)

@@ -10,26 +10,27 @@ snapshot that ships inside tldextract.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import spacy
 import tldextract
 from presidio_analyzer.nlp_engine import SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer
+from spacy.language import Language
 
 from sidecar.errors import ConfigError
 
 _SNAPSHOT_EXTRACTOR = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=())
 
 
-class OfflineEmailRecognizer(EmailRecognizer):  # type: ignore[misc]
+class OfflineEmailRecognizer(EmailRecognizer):
     """Presidio's email recognizer, validating domains against the bundled suffix list."""
 
     def validate_result(self, pattern_text: str) -> bool:
         return _SNAPSHOT_EXTRACTOR(pattern_text).fqdn != ""
 
 
-class OfflineSpacyNlpEngine(SpacyNlpEngine):  # type: ignore[misc]
+class OfflineSpacyNlpEngine(SpacyNlpEngine):
     """A spaCy NLP engine that loads one installed model and never downloads one."""
 
     def __init__(self, model: str, language: str = "en", **kwargs: Any) -> None:
@@ -38,10 +39,10 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):  # type: ignore[misc]
         self._language = language
 
     def load(self) -> None:
-        self.nlp = {self._language: load_spacy_model(self._model)}
+        self.nlp = cast(Any, {self._language: load_spacy_model(self._model)})
 
 
-def load_spacy_model(model: str) -> spacy.Language:
+def load_spacy_model(model: str) -> Language:
     """Load a spaCy model from an installed package name or a model directory."""
     is_directory = Path(model).is_dir()
     if not (is_directory or spacy.util.is_package(model)):

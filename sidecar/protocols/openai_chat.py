@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sidecar.errors import InvalidBody
 from sidecar.protocols.base import (
     JSON,
     Adapter,
@@ -40,7 +41,8 @@ class OpenAIChatAdapter(Adapter):
 
     def collect(self, body: dict[str, Any]) -> RequestTexts:
         messages = body.get("messages")
-        require(isinstance(messages, list), "'messages' must be an array of message objects")
+        if not isinstance(messages, list):
+            raise InvalidBody("'messages' must be an array of message objects")
         texts = RequestTexts()
         for index, message in enumerate(messages):
             require(isinstance(message, dict), f"messages[{index}] must be an object")
@@ -83,7 +85,9 @@ def _collect_content(texts: RequestTexts, message: dict[str, Any], part: Part, w
         require(isinstance(item, dict), f"{where}.content[{index}] must be an object")
         field = _TEXT_PART_FIELDS.get(item.get("type", ""))
         if field is not None and field in item:
-            require(isinstance(item[field], str), f"{where}.content[{index}].{field} must be a string")
+            require(
+                isinstance(item[field], str), f"{where}.content[{index}].{field} must be a string"
+            )
             texts.add(item, field, part)
 
 
@@ -214,7 +218,7 @@ class ChatStreamTransformer(StreamTransformer):
                 choices.append({"index": index, "delta": delta, "finish_reason": None})
         if not choices:
             return []
-        chunk = {
+        chunk: dict[str, Any] = {
             key: self._last_chunk[key]
             for key in ("id", "object", "created", "model", "system_fingerprint")
             if key in self._last_chunk

@@ -147,7 +147,7 @@ def _hold_back_start(restorer: Restorer, buffer: str, start: int) -> int:
         if match.start() >= cut:
             break
         if match.end() > cut:
-            return match.start()
+            return int(match.start())
     return cut
 
 

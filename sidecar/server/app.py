@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -20,7 +21,7 @@ STATE = web.AppKey("state", SidecarState)
 # Options of aiohttp's request handler. Request bodies stay encoded so the proxy
 # decodes them itself and fails closed on a coding it cannot read; a client
 # that disconnects cancels its handler, and with it the upstream request.
-SERVER_OPTIONS = {"auto_decompress": False, "handler_cancellation": True}
+SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "handler_cancellation": True}
 log = get_logger("sidecar.server")
 
 DetectorFactory = Callable[[Settings], Detector]
@@ -75,7 +76,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
     return await proxy.handle(request, request.app[STATE])
 
 
-def _start(detector_factory: DetectorFactory) -> Callable[[web.Application], object]:
+def _start(detector_factory: DetectorFactory) -> Callable[[web.Application], Awaitable[None]]:
     async def start(app: web.Application) -> None:
         state = app[STATE]
         await state.upstream.start()
@@ -96,7 +97,9 @@ _LOADER = web.AppKey("detector_loader", asyncio.Task[None])
 async def _load_in_background(state: SidecarState, detector_factory: DetectorFactory) -> None:
     loop = asyncio.get_running_loop()
     try:
-        state.detector = await loop.run_in_executor(state.executor, detector_factory, state.settings)
+        state.detector = await loop.run_in_executor(
+            state.executor, detector_factory, state.settings
+        )
     except Exception as exc:
         # The sidecar stays unready and rejects every request: it fails closed.
         log.error("detector_load_failed", model=state.settings.model, **describe_exception(exc))

@@ -95,7 +95,9 @@ def parse_json_body(data: bytes, content_type: str | None) -> dict[str, Any]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UnsupportedBody(f"request body is not UTF-8 (invalid byte at offset {exc.start})") from exc
+        raise UnsupportedBody(
+            f"request body is not UTF-8 (invalid byte at offset {exc.start})"
+        ) from exc
     stripped = text.lstrip()
     if not stripped:
         raise InvalidBody("request body is empty; send a JSON object")

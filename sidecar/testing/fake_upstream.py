@@ -58,7 +58,9 @@ class FakeUpstream:
 
     async def _models(self, request: web.Request) -> web.Response:
         await self._record(request)
-        return web.json_response({"object": "list", "data": [{"id": "gpt-fake", "object": "model"}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": "gpt-fake", "object": "model"}]}
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = json.loads(await self._record(request))
@@ -106,7 +108,11 @@ def echo_message(body: dict[str, Any]) -> dict[str, Any]:
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
             ],
         }
     return {"role": "assistant", "content": f"You said: {last}"}
@@ -119,26 +125,44 @@ def completion(body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", "gpt-fake"),
-        "choices": [{"index": 0, "message": {**message, "refusal": None}, "logprobs": None, "finish_reason": finish}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {**message, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
         "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
     }
 
 
 def stream_chunks(body: dict[str, Any], message: dict[str, Any], size: int) -> list[dict[str, Any]]:
     """Cut a reply into `chat.completion.chunk` objects of `size` characters."""
-    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": body.get("model", "gpt-fake")}
+    base = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model", "gpt-fake"),
+    }
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return {
+            **base,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
 
     chunks = [chunk({"role": "assistant", "content": ""})]
     content = message.get("content") or ""
     chunks += [chunk({"content": content[i : i + size]}) for i in range(0, len(content), size)]
     for index, call in enumerate(message.get("tool_calls") or []):
         function = call["function"]
-        head = {"index": index, "id": call["id"], "type": "function",
-                "function": {"name": function["name"], "arguments": ""}}
+        head = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": function["name"], "arguments": ""},
+        }
         chunks.append(chunk({"tool_calls": [head]}))
         arguments = function["arguments"]
         for i in range(0, len(arguments), size):
@@ -146,6 +170,11 @@ def stream_chunks(body: dict[str, Any], message: dict[str, Any], size: int) -> l
             chunks.append(chunk({"tool_calls": [piece]}))
     chunks.append(chunk({}, "tool_calls" if message.get("tool_calls") else "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
-        chunks.append({**base, "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7,
-                                                          "total_tokens": 18}})
+        chunks.append(
+            {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+            }
+        )
     return chunks
