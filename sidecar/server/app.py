@@ -11,6 +11,7 @@ from aiohttp import web
 from sidecar.config import Settings
 from sidecar.detect.engine import Detector
 from sidecar.logs import describe_exception, get_logger
+from sidecar.metrics import CONTENT_TYPE
 from sidecar.policy.store import PolicyStore
 from sidecar.server import proxy
 from sidecar.server.state import AuditWriter, SidecarState, write_audit_to_stdout
@@ -54,6 +55,7 @@ def create_app(
     app[proxy.MAX_BODY_KEY] = settings.max_body_bytes
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_route("*", "/{tail:.*}", _proxy)
     app.on_startup.append(_start(detector_factory))
     app.on_cleanup.append(_stop)
@@ -70,6 +72,11 @@ async def _readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ready", "policy": state.policies.current.name})
     reason = "draining" if state.draining else "loading"
     return web.json_response({"status": reason}, status=503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _proxy(request: web.Request) -> web.StreamResponse:

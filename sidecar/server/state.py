@@ -14,6 +14,7 @@ from sidecar.config import Settings
 from sidecar.detect.engine import Detector
 from sidecar.detect.findings import Finding
 from sidecar.errors import DetectorFailed
+from sidecar.metrics import Metrics
 from sidecar.policy.model import Policy
 from sidecar.policy.store import PolicyStore
 from sidecar.server.routes import Router, default_router
@@ -36,6 +37,7 @@ class SidecarState:
     upstream: UpstreamClient
     router: Router = field(default_factory=default_router)
     audit: AuditWriter = write_audit_to_stdout
+    metrics: Metrics = field(default_factory=Metrics)
     detector: Detector | None = None
     draining: bool = False
     # One detection thread per process: spaCy holds the GIL for most of its
