@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from typing import Any
 
@@ -118,7 +119,7 @@ def run_stream(raw: bytes, cuts: list[int] | None = None) -> list[dict[str, Any]
     transformer = ADAPTER.stream_transformer(restorer())
     out = b""
     points = [0, *(cuts or []), len(raw)]
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         out += b"".join(encode(e) for ev in decoder.feed(raw[a:b]) for e in transformer.feed(ev))
     out += b"".join(encode(e) for ev in decoder.flush() for e in transformer.feed(ev))
     out += b"".join(encode(e) for e in transformer.end())

@@ -203,7 +203,7 @@ async def test_models_list_passes_through(sidecar: RunningSidecar, fake_upstream
 
 
 async def test_unlisted_get_rejected(sidecar: RunningSidecar, fake_upstream: RunningUpstream) -> None:
-    status, body, _ = await post(sidecar, "/v1/files", b"", method="GET")
+    status, _body, _ = await post(sidecar, "/v1/files", b"", method="GET")
     assert status == 404
     assert fake_upstream.fake.requests == []
 
