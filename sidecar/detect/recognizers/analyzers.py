@@ -4,7 +4,8 @@ The stock analyzer is Presidio's default: an `AnalyzerEngine` with the spaCy
 model and every predefined English recognizer. Its email recognizer is swapped
 for the offline one, which validates domains against the suffix list bundled
 with tldextract instead of downloading it. The tuned analyzer removes the
-recognizers named in `REPLACED_RECOGNIZERS` and adds `tuned_recognizers()`.
+recognizers named in `REPLACED_RECOGNIZERS` and adds `tuned_recognizers()` and
+the secrets pack (`sidecar.policy.secrets`), as the sidecar's detector does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from presidio_analyzer.nlp_engine import NlpEngine, NlpEngineProvider
 from sidecar.detect.findings import Finding
 from sidecar.detect.offline import OfflineEmailRecognizer
 from sidecar.detect.recognizers import REPLACED_RECOGNIZERS, tuned_recognizers
+from sidecar.policy.secrets import secret_recognizers
 
 LANGUAGE = "en"
 BASELINE_NAME = "presidio-default"
@@ -41,11 +43,11 @@ def presidio_default_analyzer(nlp_engine: NlpEngine) -> AnalyzerEngine:
 
 
 def tuned_analyzer(nlp_engine: NlpEngine) -> AnalyzerEngine:
-    """Return the default analyzer with the replaced recognizers swapped for the tuned ones."""
+    """Return the default analyzer with the tuned recognizers and the secrets pack."""
     analyzer = presidio_default_analyzer(nlp_engine)
     for name in REPLACED_RECOGNIZERS:
         analyzer.registry.remove_recognizer(name)
-    for recognizer in tuned_recognizers():
+    for recognizer in [*tuned_recognizers(LANGUAGE), *secret_recognizers([LANGUAGE])]:
         analyzer.registry.add_recognizer(recognizer)
     return analyzer
 

@@ -234,6 +234,11 @@ def _password(rng: random.Random) -> str:
     return _token(rng, ALNUM, 10) + rng.choice("!#%&*") + _token(rng, ALNUM, 3)
 
 
+def _url_password(rng: random.Random) -> str:
+    """A password that may stand unencoded in a URL's user information."""
+    return _token(rng, ALNUM, 10) + rng.choice("!*-_~") + _token(rng, ALNUM, 3)
+
+
 def _generic_key(rng: random.Random) -> str:
     return _token(rng, HEX, 32)
 
@@ -260,5 +265,6 @@ OTHER_SLOTS = {
     "openai_key": (_openai_key, "SECRET"),
     "jwt": (_jwt, "SECRET"),
     "password": (_password, "SECRET"),
+    "url_password": (_url_password, "SECRET"),
     "api_key": (_generic_key, "SECRET"),
 }

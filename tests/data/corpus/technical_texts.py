@@ -896,7 +896,7 @@ def secrets_in_code(rng: random.Random) -> list[tuple[str, str]]:
         (
             "db_url_go",
             'package db\n\nconst dsn = "postgres://reporting:'
-            f'{secret("password")}@10.20.30.40:5432/warehouse?sslmode=require"\n'
+            f'{secret("url_password")}@10.20.30.40:5432/warehouse?sslmode=require"\n'
             "const poolSize = 16\n",
         ),
         (

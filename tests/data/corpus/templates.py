@@ -245,7 +245,7 @@ FORMATTING = [
     ("The password for the staging admin is ⟦password⟧ — change it after the demo.", 2),
     ("Use token ⟦github_token⟧ for the CI job", 2),
     ("Authorization: Bearer ⟦jwt⟧", 2),
-    ("db url: postgres://app:⟦password⟧@db.example.com:5432/app", 2),
+    ("db url: postgres://app:⟦url_password⟧@db.example.com:5432/app", 2),
     ("Slack bot token is ⟦slack_token⟧, don't share", 2),
     ("aws_access_key_id=⟦aws_key⟧\naws_secret_access_key=⟦aws_secret⟧", 2),
     ("api key ⟦api_key⟧ for the weather service", 2),
