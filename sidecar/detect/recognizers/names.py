@@ -270,10 +270,10 @@ def _extend_suffix(text: str, end: int) -> int:
 class TunedSpacyRecognizer(SpacyRecognizer):
     """spaCy NER results without code tokens, with names repaired.
 
-    Drops PERSON, LOCATION, NRP and ORGANIZATION spans that contain code syntax,
-    digits, dotted or CamelCase identifiers, that continue a longer token, that
-    are lower-case single words not known as first names, or that are a
-    greeting, sign-off or form label ("Cheers", "Bill to"). A LOCATION made
+    Drops PERSON, LOCATION, NRP and ORGANIZATION spans with code syntax, digits,
+    dotted or CamelCase identifiers, and spans that continue a longer token. It
+    also drops lower-case words not known as first names, and greetings,
+    sign-offs and form labels ("Cheers", "Bill to"). A LOCATION made
     only of known first and last names, with no place preposition before it,
     becomes a PERSON. Possessive `'s` is cut off and suffixes such as `Jr.`
     are added to PERSON spans.
