@@ -1,0 +1,1 @@
+"""The audit trail: one record per request, its sinks, hash chain, pricing and reports."""
