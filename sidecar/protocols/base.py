@@ -15,6 +15,18 @@ from sidecar.sse import Event
 
 JSON = Any
 
+# Object keys whose string values are identifiers, signatures, enumerations or
+# encoded binary data. The generic walk over item and block types that an
+# adapter does not know field by field neither scans nor restores them.
+OPAQUE_KEYS = frozenset(
+    {
+        "type", "id", "call_id", "item_id", "tool_use_id", "approval_request_id", "container_id",
+        "status", "role", "name", "server_label", "signature", "encrypted_content",
+        "encrypted_index", "data", "file_data", "file_id", "file_url", "image_url", "result",
+        "url", "media_type", "mime_type",
+    }
+)
+
 
 class Part(StrEnum):
     """The part of a request a text belongs to; the names match the policy's `scope`."""
@@ -48,9 +60,12 @@ class RequestTexts:
         if isinstance(value, str):
             self.slots.append(TextSlot(value, part, _setter(container, key)))
 
-    def add_json_strings(self, value: JSON, part: Part) -> None:
-        """Add every string leaf of a parsed JSON value (object keys are not scanned)."""
-        for container, key in iter_string_leaves(value):
+    def add_json_strings(self, value: JSON, part: Part, skip: frozenset[str] = frozenset()) -> None:
+        """Add every string leaf of a parsed JSON value (object keys are not scanned).
+
+        Leaves under an object key listed in `skip` are left out, at any depth.
+        """
+        for container, key in iter_string_leaves(value, skip):
             self.add(container, key, part)
 
     def add_json_text(self, container: dict[str, Any], key: str, part: Part) -> None:
@@ -108,10 +123,12 @@ def _setter(container: dict[str, Any] | list[Any], key: Any) -> Callable[[str], 
     return write
 
 
-def iter_string_leaves(value: JSON) -> Iterator[tuple[Any, Any]]:
-    """Yield (container, key) for every string leaf below `value`."""
+def iter_string_leaves(
+    value: JSON, skip: frozenset[str] = frozenset()
+) -> Iterator[tuple[Any, Any]]:
+    """Yield (container, key) for every string leaf below `value`, except below keys in `skip`."""
     if isinstance(value, dict):
-        items: Any = value.items()
+        items: Any = [(key, item) for key, item in value.items() if key not in skip]
     elif isinstance(value, list):
         items = enumerate(value)
     else:
@@ -120,18 +137,34 @@ def iter_string_leaves(value: JSON) -> Iterator[tuple[Any, Any]]:
         if isinstance(item, str):
             yield value, key
         else:
-            yield from iter_string_leaves(item)
+            yield from iter_string_leaves(item, skip)
 
 
-def restore_string_leaves(value: JSON, restorer: Restorer) -> None:
-    """Restore placeholders in every string leaf below `value`, in place."""
-    for container, key in iter_string_leaves(value):
+def restore_string_leaves(
+    value: JSON, restorer: Restorer, skip: frozenset[str] = frozenset()
+) -> None:
+    """Restore placeholders in the string leaves below `value`, except below keys in `skip`."""
+    for container, key in iter_string_leaves(value, skip):
         container[key] = restorer.restore(container[key])
 
 
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise InvalidBody(message)
+
+
+def expect_list(value: JSON, message: str) -> list[Any]:
+    """Return `value` if it is a JSON array; raise `InvalidBody` with `message` if not."""
+    if not isinstance(value, list):
+        raise InvalidBody(message)
+    return value
+
+
+def expect_object(value: JSON, message: str) -> dict[str, Any]:
+    """Return `value` if it is a JSON object; raise `InvalidBody` with `message` if not."""
+    if not isinstance(value, dict):
+        raise InvalidBody(message)
+    return value
 
 
 def openai_usage(document: JSON) -> dict[str, int] | None:

@@ -5,6 +5,8 @@ as `chat.completion.chunk` server-sent events, and `GET /v1/models`. The reply
 repeats the texts of the request, so placeholders come back in the response
 and a test can check they are restored. Streamed text is cut into small
 pieces so placeholders arrive split across events.
+`sidecar.testing.fake_openai_endpoints` adds `/v1/responses`,
+`/v1/completions` and `/v1/embeddings`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class FakeUpstream:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        # Imported here because that module imports `Recorded` from this one.
+        from sidecar.testing.fake_openai_endpoints import add_routes
+
+        add_routes(app, self)
         return app
 
     async def _record(self, request: web.Request) -> bytes:

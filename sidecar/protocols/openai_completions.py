@@ -1,0 +1,162 @@
+"""OpenAI legacy completions (`POST /v1/completions`), JSON and streamed.
+
+Scanned: `prompt` as a string or an array of strings, and `suffix`. A prompt
+of token ids cannot be scanned, so it is rejected. Restored: `choices[].text`.
+Token strings in `logprobs` keep their placeholder pieces, because a
+placeholder spans several tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sidecar.errors import InvalidBody
+from sidecar.protocols.base import (
+    JSON,
+    Adapter,
+    Part,
+    RequestTexts,
+    StreamTransformer,
+    openai_usage,
+    restore_string_leaves,
+)
+from sidecar.protocols.openai_chat import is_openai_error_event, openai_error_body
+from sidecar.redact.restore import Restorer, StreamRestorer
+from sidecar.sse import Event
+
+
+def collect_strings(body: dict[str, Any], key: str, texts: RequestTexts, part: Part) -> None:
+    """Collect `body[key]` as a string or an array of strings; reject token ids.
+
+    Legacy completions and embeddings take text in the same shapes.
+    """
+    value = body.get(key)
+    if isinstance(value, str):
+        texts.add(body, key, part)
+        return
+    if not isinstance(value, list):
+        raise InvalidBody(f"'{key}' must be a string or an array of strings")
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            texts.add(value, index, part)
+        elif isinstance(item, int) or (
+            isinstance(item, list) and not any(isinstance(x, str) for x in item)
+        ):
+            raise InvalidBody(
+                f"'{key}' contains token ids, which cannot be scanned for PII; send the text as "
+                "a string or an array of strings"
+            )
+        else:
+            raise InvalidBody(f"{key}[{index}] must be a string")
+
+
+class OpenAICompletionsAdapter(Adapter):
+    dialect = "openai.completions"
+
+    def collect(self, body: dict[str, Any]) -> RequestTexts:
+        texts = RequestTexts()
+        collect_strings(body, "prompt", texts, Part.USER)
+        suffix = body.get("suffix")
+        if isinstance(suffix, str):
+            texts.add(body, "suffix", Part.USER)
+        elif suffix is not None:
+            raise InvalidBody("'suffix' must be a string")
+        return texts
+
+    def restore_body(self, body: JSON, restorer: Restorer) -> None:
+        if not isinstance(body, dict):
+            return
+        for choice in body.get("choices") or []:
+            if isinstance(choice, dict) and isinstance(choice.get("text"), str):
+                choice["text"] = restorer.restore(choice["text"])
+        if isinstance(body.get("error"), dict):
+            restore_string_leaves(body["error"], restorer)
+
+    def stream_transformer(self, restorer: Restorer) -> StreamTransformer:
+        return CompletionsStreamTransformer(restorer)
+
+    def error_body(self, status: int, code: str, message: str) -> dict[str, Any]:
+        return openai_error_body(status, code, message)
+
+
+class CompletionsStreamTransformer(StreamTransformer):
+    """Restores `text_completion` chunks per choice index.
+
+    A choice's held-back text goes out in the chunk that carries its
+    `finish_reason`. Text still held when a usage-only chunk, `[DONE]` or the
+    end of the stream arrives goes out in one extra chunk before it.
+    """
+
+    def __init__(self, restorer: Restorer) -> None:
+        self._restorer = restorer
+        self._streams: dict[int, StreamRestorer] = {}
+        self._last_chunk: dict[str, Any] = {}
+
+    def feed(self, event: Event) -> list[Event]:
+        if event.data.strip() == "[DONE]":
+            return [*self._flush_all(), event]
+        try:
+            chunk = json.loads(event.data)
+        except ValueError:
+            return [event.with_data(self._restorer.restore(event.data))] if event.data else [event]
+        if not isinstance(chunk, dict):
+            return [event]
+
+        before: list[Event] = []
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices:
+            self._last_chunk = chunk
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._restore_choice(choice)
+        else:
+            before = self._flush_all()
+        if isinstance(chunk.get("error"), dict):
+            restore_string_leaves(chunk["error"], self._restorer)
+        self.usage = openai_usage(chunk) or self.usage
+        return [*before, event.with_data(json.dumps(chunk, ensure_ascii=False))]
+
+    def end(self) -> list[Event]:
+        return self._flush_all()
+
+    def error_events(self, message: str) -> list[Event]:
+        body = openai_error_body(502, "upstream_stream_failed", message)
+        return [Event(data=json.dumps(body), modified=True)]
+
+    def is_error(self, event: Event) -> bool:
+        return is_openai_error_event(event)
+
+    def _restore_choice(self, choice: dict[str, Any]) -> None:
+        index = choice.get("index", 0)
+        if not isinstance(index, int):
+            return
+        stream = self._streams.get(index)
+        if stream is None:
+            stream = self._streams[index] = self._restorer.stream()
+        text = choice.get("text")
+        restored = stream.feed(text) if isinstance(text, str) else ""
+        if choice.get("finish_reason") is not None:
+            restored += stream.flush()
+            del self._streams[index]
+        if isinstance(text, str) or restored:
+            choice["text"] = restored
+
+    def _flush_all(self) -> list[Event]:
+        choices = []
+        for index, stream in sorted(self._streams.items()):
+            held = stream.flush()
+            if held:
+                choices.append(
+                    {"text": held, "index": index, "logprobs": None, "finish_reason": None}
+                )
+        self._streams.clear()
+        if not choices:
+            return []
+        chunk: dict[str, Any] = {
+            key: self._last_chunk[key]
+            for key in ("id", "object", "created", "model")
+            if key in self._last_chunk
+        }
+        chunk["choices"] = choices
+        return [Event(data=json.dumps(chunk, ensure_ascii=False), modified=True)]
