@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -13,8 +14,9 @@ import pytest
 from sidecar.errors import InvalidBody
 from sidecar.protocols.anthropic_messages import AnthropicMessagesAdapter
 from sidecar.protocols.base import Part
+from sidecar.sse import SSEDecoder
 from sidecar.testing.fake_anthropic import sign
-from tests.conftest import RunningSidecar
+from tests.conftest import RunningSidecar, SidecarFactory
 from tests.conftest_protocols import (
     CARD,
     EMAIL,
@@ -62,7 +64,8 @@ REQUEST: dict[str, Any] = {
         {"role": "assistant", "content": [
             THINKING,
             {"type": "redacted_thinking", "data": "opaque"},
-            {"type": "text", "text": "a1"},
+            {"type": "text", "text": "a1", "citations": [
+                {"type": "char_location", "cited_text": "c1", "document_index": 0, "document_title": "c2"}]},
             {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "t1", "n": [1, "t2"]}},
             {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "t3"}},
             {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
@@ -88,7 +91,7 @@ def collected() -> tuple[dict[str, Any], list[str], list[Part]]:
 def test_collect_texts_in_reading_order() -> None:
     _, texts, _ = collected()
     assert texts == ["sys1", "sys2", "u0", "u1", "d-title", "d-context", "d-data", "d-block",
-                     "s-title", "s-text", "a1", "t1", "t2", "t3", "w-title", "r1", "r2"]
+                     "s-title", "s-text", "a1", "c1", "c2", "t1", "t2", "t3", "w-title", "r1", "r2"]
 
 
 def test_collect_assigns_scope_parts() -> None:
@@ -305,8 +308,6 @@ def test_stream_text_in_block_start_is_restored() -> None:
 
 def test_stream_usage_merges_start_and_delta() -> None:
     transformer = ADAPTER.stream_transformer(restorer())
-    from sidecar.sse import SSEDecoder
-
     for event in SSEDecoder().feed(STREAM):
         transformer.feed(event)
     assert transformer.usage == {"input_tokens": 10, "output_tokens": 9, "cached_tokens": 3}
@@ -373,7 +374,7 @@ async def test_sdk_tool_result_round_trip(anthropic_sidecar: RunningSidecar, fak
     body = sent(fake_anthropic)
     assert body["messages"][1]["content"][1]["input"] == {
         "query": "I am <PERSON_1>, mail <EMAIL_ADDRESS_1>, phone <PHONE_NUMBER_1>, card <CREDIT_CARD_1>."}
-    # The phone number has the number it got in the first user turn.
+    # The phone number keeps the placeholder number of the first user turn.
     assert body["messages"][2]["content"][0]["content"].endswith(" at <PHONE_NUMBER_1>")
     assert_no_pii([request.body for request in fake_anthropic.fake.requests])
 
@@ -414,7 +415,7 @@ async def test_sdk_stream_error_raised_after_text(
 
 
 async def test_sdk_blocked_request_gets_anthropic_error(
-    start_sidecar: Any, fake_anthropic: RunningAnthropic, tmp_path: Any
+    start_sidecar: SidecarFactory, fake_anthropic: RunningAnthropic, tmp_path: Path
 ) -> None:
     policy = tmp_path / "block.yaml"
     policy.write_text("version: 1\nname: block-cards\nentities:\n  CREDIT_CARD: {action: block}\n")
@@ -451,3 +452,10 @@ async def test_audit_records_dialect_and_usage(
     assert record["route"] == "/v1/messages"
     assert record["usage"] == {"input_tokens": 30, "output_tokens": 12, "cached_tokens": 5, "cache_write_tokens": 0}
     assert all(value not in json.dumps(record) for value in (NAME, EMAIL, PHONE, CARD))
+
+
+def test_stream_single_byte_chunks() -> None:
+    expected = payloads(run_stream(ADAPTER, STREAM))
+    events = payloads(run_stream(ADAPTER, STREAM, list(range(1, len(STREAM)))))
+    assert block_text(events, 1) == block_text(expected, 1)
+    assert block_text(events, 2, "partial_json") == block_text(expected, 2, "partial_json")

@@ -14,6 +14,7 @@ from sidecar.errors import InvalidBody
 from sidecar.protocols.base import Part
 from sidecar.protocols.openai_completions import OpenAICompletionsAdapter
 from sidecar.protocols.openai_embeddings import OpenAIEmbeddingsAdapter
+from sidecar.sse import SSEDecoder
 from sidecar.testing.fake_openai_endpoints import embedding
 from tests.conftest import RunningSidecar, RunningUpstream
 from tests.conftest_protocols import (
@@ -123,8 +124,6 @@ def test_completions_stream_flushes_before_done_without_finish() -> None:
 
 
 def test_completions_stream_usage() -> None:
-    from sidecar.sse import SSEDecoder
-
     transformer = COMPLETIONS.stream_transformer(restorer())
     for event in SSEDecoder().feed(STREAM):
         transformer.feed(event)
@@ -204,10 +203,13 @@ async def test_sdk_embeddings_token_ids_rejected(sidecar: RunningSidecar, fake_u
 
 
 def test_completions_stream_error_event() -> None:
-    from sidecar.sse import SSEDecoder
-
     transformer = COMPLETIONS.stream_transformer(restorer())
     [error] = SSEDecoder().feed(sse_bytes([(None, {"error": {"message": "x", "type": "server_error"}})]))
     assert transformer.is_error(error) is True
     [sent] = transformer.error_events("upstream stream failed")
     assert json.loads(sent.data)["error"]["code"] == "upstream_stream_failed"
+
+
+def test_completions_stream_single_byte_chunks() -> None:
+    expected = texts_of(payloads(run_stream(COMPLETIONS, STREAM)))
+    assert texts_of(payloads(run_stream(COMPLETIONS, STREAM, list(range(1, len(STREAM)))))) == expected

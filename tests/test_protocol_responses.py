@@ -376,3 +376,8 @@ def test_stream_error_event_detected_and_numbered() -> None:
     [sent] = transformer.error_events("upstream stream failed")
     assert sent.event == "error"
     assert json.loads(sent.data)["sequence_number"] == STREAM.count(b"data: ")
+
+
+def test_stream_single_byte_chunks() -> None:
+    expected = payloads(run_stream(ADAPTER, STREAM))
+    assert payloads(run_stream(ADAPTER, STREAM, list(range(1, len(STREAM))))) == expected

@@ -1,9 +1,9 @@
 """Anthropic Messages (`POST /v1/messages` and `/v1/messages/count_tokens`), JSON and streamed.
 
-Scanned: `system` (a string or text blocks), `text` blocks, `document` blocks
-with a plain-text or content source (and their `title` and `context`),
-`search_result` blocks, the string leaves of `tool_use.input`, and
-`tool_result.content`. Block types without a field-by-field rule, such as
+Scanned: `system` (a string or text blocks), `text` blocks and their
+citations, `document` blocks with a plain-text or content source (and their
+`title` and `context`), `search_result` blocks, the string leaves of
+`tool_use.input`, and `tool_result.content`. Block types without a field-by-field rule, such as
 server tool results, have every string leaf scanned except identifiers,
 signatures and encoded data (`OPAQUE_KEYS`).
 
@@ -151,6 +151,9 @@ def _collect_block(texts: RequestTexts, block: dict[str, Any], part: Part, where
         return
     if block_type == "text":
         _add_string(texts, block, "text", part, where)
+        # Restored responses put values back into `cited_text`, so a resent turn carries them.
+        if block.get("citations") is not None:
+            texts.add_json_strings(block["citations"], part, OPAQUE_KEYS)
     elif block_type == "document":
         _collect_document(texts, block, part, where)
     elif block_type == "search_result":
