@@ -16,7 +16,12 @@ _SERVE_HELP = {
     "host": "address to listen on; 0.0.0.0 exposes the proxy to the network",
     "port": "TCP port to listen on",
     "upstream": "base URL of the provider or gateway; the request path is appended to it",
-    "policy": "policy YAML file",
+    "policy": "policy YAML file; with --policy-dir, the name of the default policy",
+    "policy_dir": "directory of policy YAML files, all loaded; --policy names the default",
+    "client_policies": "comma-separated policy names a request may pick with the X-PII-Policy "
+    "header; empty turns client selection off",
+    "policy_reload_interval": "seconds between checks of the policy files for changes; 0 turns "
+    "reloading off",
     "model": "spaCy model: an installed package name or a model directory",
     "config": "YAML file with routes and upstreams",
     "log_format": "operational log format on stderr: json or console",
@@ -39,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
     _add_policy(commands)
+    _add_scan(commands)
     return parser
 
 
@@ -50,7 +56,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default = defaults[field.name].default
         shown = default if default not in ("", None) else "none"
         if field.name == "policy":
-            shown = "policies/default.yaml, else the copy inside the package"
+            shown = (
+                "policies/default.yaml, else the copy inside the package; "
+                "with --policy-dir, the policy named default"
+            )
         serve.add_argument(
             flag,
             dest=field.name,
@@ -63,9 +72,40 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _add_policy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     policy = commands.add_parser("policy", help="work with policy files")
     actions = policy.add_subparsers(dest="policy_command", required=True)
-    check = actions.add_parser("check", help="validate policy files; exit 1 on any error")
-    check.add_argument("paths", nargs="+", metavar="PATH")
+    check = actions.add_parser(
+        "check", help="validate policy files, print each problem; exit 1 on any error"
+    )
+    check.add_argument(
+        "paths", nargs="+", metavar="PATH", help="policy file, or directory of *.yaml policy files"
+    )
     check.set_defaults(handler=_policy_check)
+
+
+def _add_scan(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    scan = commands.add_parser(
+        "scan", help="run a policy over a text as the proxy would and show the result"
+    )
+    scan.add_argument(
+        "--policy", help="policy YAML file (default: policies/default.yaml, else the built-in one)"
+    )
+    scan.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default: text)"
+    )
+    scan.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="highlight findings in text output: auto colours on a terminal unless NO_COLOR is set",
+    )
+    scan.add_argument("--model", help="spaCy model: an installed package name or a model directory")
+    scan.add_argument(
+        "input",
+        nargs="?",
+        default="-",
+        metavar="FILE",
+        help="UTF-8 text file, or - for standard input (default)",
+    )
+    scan.set_defaults(handler=_scan)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -103,18 +143,35 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _policy_check(args: argparse.Namespace) -> int:
-    from sidecar.policy.load import PolicyError, load_policy
+    from pathlib import Path
 
-    failed = False
-    for path in args.paths:
+    from sidecar.policy.load import PolicyError, load_policy
+    from sidecar.policy.reload import policy_files
+
+    paths: list[Path] = []
+    for given in map(Path, args.paths):
+        paths += policy_files(given) if given.is_dir() else [given]
+    failed = 0
+    for path in paths:
         try:
             policy = load_policy(path)
         except PolicyError as exc:
-            failed = True
-            print(exc, file=sys.stderr)
+            failed += 1
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
             continue
         print(f"{path}: ok (policy {policy.name!r}, {policy.content_hash[:19]})")
+    if failed:
+        print(f"{failed} of {len(paths)} policy files are invalid", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from sidecar.config import default_policy_path
+    from sidecar.scan import run_scan
+
+    policy = args.policy or default_policy_path()
+    return run_scan(policy, args.input, args.format, args.color, args.model)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

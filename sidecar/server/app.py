@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -12,7 +13,9 @@ from sidecar.config import Settings
 from sidecar.detect.engine import Detector
 from sidecar.logs import describe_exception, get_logger
 from sidecar.metrics import CONTENT_TYPE
-from sidecar.policy.store import PolicyStore
+from sidecar.policy import reload
+from sidecar.policy.catalog import default_catalog
+from sidecar.policy.store import PolicyStore, parse_names
 from sidecar.server import proxy
 from sidecar.server.state import AuditWriter, SidecarState, write_audit_to_stdout
 from sidecar.upstream.client import UpstreamClient, display_url
@@ -42,7 +45,7 @@ def create_app(
     Raise `PolicyError` if the policy does not validate, so an invalid policy
     stops the process before it ever reports ready.
     """
-    policies = PolicyStore(settings.policy)
+    policies = policy_store(settings)
     policies.load()
     state = SidecarState(
         settings=settings,
@@ -60,6 +63,16 @@ def create_app(
     app.on_startup.append(_start(detector_factory))
     app.on_cleanup.append(_stop)
     return app
+
+
+def policy_store(settings: Settings) -> PolicyStore:
+    """Return the policy store the settings describe: one file, or a directory and a default."""
+    selectable = parse_names(settings.client_policies)
+    catalog = default_catalog(settings.model)
+    if settings.policy_dir is not None:
+        directory = Path(settings.policy_dir)
+        return PolicyStore(directory, settings.policy or None, selectable, catalog=catalog)
+    return PolicyStore(Path(settings.policy), client_selectable=selectable, catalog=catalog)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -88,6 +101,9 @@ def _start(detector_factory: DetectorFactory) -> Callable[[web.Application], Awa
         state = app[STATE]
         await state.upstream.start()
         app[_LOADER] = asyncio.create_task(_load_in_background(state, detector_factory))
+        interval = state.settings.policy_reload_interval
+        if interval > 0:
+            app[_POLICY_WATCH] = asyncio.create_task(reload.watch(state.policies, interval))
         log.info(
             "sidecar_starting",
             upstream=display_url(state.settings.upstream),
@@ -99,6 +115,7 @@ def _start(detector_factory: DetectorFactory) -> Callable[[web.Application], Awa
 
 
 _LOADER = web.AppKey("detector_loader", asyncio.Task[None])
+_POLICY_WATCH = web.AppKey("policy_watch", asyncio.Task[None])
 
 
 async def _load_in_background(state: SidecarState, detector_factory: DetectorFactory) -> None:
@@ -116,9 +133,9 @@ async def _load_in_background(state: SidecarState, detector_factory: DetectorFac
 
 async def _stop(app: web.Application) -> None:
     state = app[STATE]
-    loader = app.get(_LOADER)
-    if loader is not None and not loader.done():
-        loader.cancel()
+    for task in (app.get(_LOADER), app.get(_POLICY_WATCH)):
+        if task is not None and not task.done():
+            task.cancel()
     await state.upstream.close()
     state.executor.shutdown(wait=False, cancel_futures=True)
     log.info("sidecar_stopped")

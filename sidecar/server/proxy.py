@@ -14,6 +14,7 @@ from sidecar.audit.record import AuditRecord
 from sidecar.errors import Blocked, RequestError, UnknownRoute
 from sidecar.logs import describe_exception, get_logger
 from sidecar.policy.model import Mode, Policy
+from sidecar.policy.store import POLICY_HEADER
 from sidecar.protocols.base import Adapter, RequestTexts
 from sidecar.protocols.openai_chat import openai_error_body
 from sidecar.redact.plan import Plan, build_plan
@@ -66,13 +67,14 @@ async def _proxy(
     request: web.Request, state: SidecarState, adapter: Adapter, record: AuditRecord
 ) -> web.StreamResponse:
     record.dialect = adapter.dialect
+    # The request keeps this policy object to the end, even if a reload swaps in a new one.
+    policy = state.policies.select(request.headers.get(POLICY_HEADER))
     raw = await _read_body(request)
     body = parse_json_body(decode_content(raw, request.headers.get("Content-Encoding")), request.content_type)
     record.model = adapter.model(body)
     record.stream = adapter.is_stream(body)
     texts = adapter.collect(body)
 
-    policy = state.policies.current
     record.policy_name, record.policy_hash, record.mode = policy.name, policy.content_hash, policy.mode
     plan = await _plan(state, policy, texts, record)
     if plan.blocked_counts and policy.mode is Mode.ENFORCE:
@@ -84,11 +86,13 @@ async def _proxy(
         texts.write_back(plan.texts)
         outgoing = json.dumps(body, ensure_ascii=False).encode()
         headers = forwardable_headers(request.headers)
+        headers.popall(POLICY_HEADER, None)
         headers["Content-Type"] = "application/json"
     else:
         # Nothing to change, or audit mode: the upstream gets the client's exact bytes.
         outgoing = raw
         headers = forwardable_headers(request.headers)
+        headers.popall(POLICY_HEADER, None)
         if "Content-Encoding" in request.headers:
             headers["Content-Encoding"] = request.headers["Content-Encoding"]
     restorer = Restorer(plan.vault)
