@@ -28,7 +28,9 @@ _SERVE_HELP = {
     "log_level": "operational log level: debug, info, warning or error",
     "audit_file": "append audit records to this file instead of stdout",
     "detect_timeout": "seconds PII detection may take before the request is rejected",
-    "upstream_timeout": "seconds an upstream response may take in total",
+    "upstream_timeout": "seconds one attempt on the --upstream URL may take in total, "
+    "from connecting to the last byte",
+    "ca_bundle": "PEM file of CA certificates that replaces the system's CAs for upstream TLS",
     "max_body_bytes": "largest request body accepted, in bytes",
     "workers": "number of worker processes sharing the port",
     "grace_period": "seconds in-flight requests get to finish after SIGTERM",

@@ -39,6 +39,7 @@ class Settings:
     audit_file: str | None = None
     detect_timeout: float = 10.0
     upstream_timeout: float = 600.0
+    ca_bundle: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     workers: int = 1
     grace_period: float = 20.0
@@ -57,6 +58,8 @@ class Settings:
             raise ConfigError(f"log format {self.log_format!r} must be 'json' or 'console'")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} must be between 1 and 65535")
+        if self.upstream_timeout <= 0:
+            raise ConfigError(f"upstream timeout {self.upstream_timeout} must be positive")
         if self.detect_timeout <= 0:
             raise ConfigError(f"detect timeout {self.detect_timeout} must be positive")
         if self.workers < 1:

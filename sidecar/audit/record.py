@@ -34,6 +34,13 @@ class AuditRecord:
     status: int | None = None
     error: str | None = None
     retries: int = 0
+    failovers: int = 0
+    upstream_name: str | None = None
+    # One {"upstream", "result"} entry per upstream attempt, such as "status_503".
+    attempts: list[dict[str, str]] = field(default_factory=list)
+    # Circuit breaker changes that this request's attempts caused.
+    breaker_changes: list[dict[str, str]] = field(default_factory=list)
+    stream_error: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     usage: dict[str, int] | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -69,6 +76,11 @@ class AuditRecord:
             "status": self.status,
             "error": self.error,
             "retries": self.retries,
+            "failovers": self.failovers,
+            "upstream_name": self.upstream_name,
+            "attempts": list(self.attempts),
+            "breaker_changes": list(self.breaker_changes),
+            "stream_error": self.stream_error,
             "timings_ms": self.timings_ms,
             "usage": self.usage,
         }

@@ -194,6 +194,20 @@ class StreamTransformer(ABC):
     def end(self) -> list[Event]:
         """Return the events to send when the upstream stream ends without its final event."""
 
+    def error_events(self, message: str) -> list[Event]:
+        """Return the events that tell the client the stream failed, in this dialect's format.
+
+        The server sends them after the restored text when the upstream stream
+        breaks, by a reset or a timeout. A dialect without an error event
+        returns none, and the server then closes the connection without ending
+        the response body, so that the client notices the failure.
+        """
+        return []
+
+    def is_error(self, event: Event) -> bool:
+        """Return whether an upstream event is this dialect's error event."""
+        return False
+
 
 class Adapter(ABC):
     """What the server needs from an API dialect."""
@@ -223,6 +237,10 @@ class Adapter(ABC):
     def model(self, body: dict[str, Any]) -> str | None:
         model = body.get("model")
         return model if isinstance(model, str) else None
+
+    def with_model(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        """Return a copy of `body` that names `model`, for an upstream that renames models."""
+        return {**body, "model": model}
 
     def is_stream(self, body: dict[str, Any]) -> bool:
         return body.get("stream") is True

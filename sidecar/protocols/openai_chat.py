@@ -118,6 +118,17 @@ def _restore_message(message: dict[str, Any], restorer: Restorer) -> None:
             function["arguments"] = restorer.restore(function["arguments"], json_string_escape)
 
 
+def is_openai_error_event(event: Event) -> bool:
+    """Return whether an event has a top-level `error` object, as a failed OpenAI stream sends."""
+    if '"error"' not in event.data:
+        return False
+    try:
+        chunk = json.loads(event.data)
+    except ValueError:
+        return False
+    return isinstance(chunk, dict) and isinstance(chunk.get("error"), dict)
+
+
 class ChatStreamTransformer(StreamTransformer):
     """Restores `chat.completion.chunk` events per choice and per tool call.
 
@@ -159,6 +170,13 @@ class ChatStreamTransformer(StreamTransformer):
 
     def end(self) -> list[Event]:
         return self._flush_all()
+
+    def error_events(self, message: str) -> list[Event]:
+        body = openai_error_body(502, "upstream_stream_failed", message)
+        return [Event(data=json.dumps(body), modified=True)]
+
+    def is_error(self, event: Event) -> bool:
+        return is_openai_error_event(event)
 
     def _restore_choice(self, choice: dict[str, Any]) -> None:
         index = choice.get("index", 0)

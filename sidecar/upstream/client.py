@@ -1,15 +1,30 @@
-"""The aiohttp client that forwards a rewritten request to the upstream."""
+"""The aiohttp session that sends attempts to upstreams, and the response of one attempt.
+
+This is the only module that uses aiohttp's client. It maps every aiohttp
+client error to `ErrorKind.CONNECTION_ERROR`, and every expired deadline of
+`AttemptTimer` to that deadline's kind, where they are raised.
+
+The session keeps a pool of keep-alive connections per upstream host. It takes
+outbound proxies from HTTP_PROXY, HTTPS_PROXY and NO_PROXY (aiohttp's
+`trust_env`), and verifies TLS against the system's CAs, or against a CA
+bundle file that replaces them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import asyncio
+import ssl
+from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import aiohttp
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from sidecar.errors import UpstreamFailed
+from sidecar.errors import ConfigError
+from sidecar.upstream.retry import ErrorKind
+from sidecar.upstream.settings import TimeoutSettings
+from sidecar.upstream.timeouts import AttemptTimer
 
 # RFC 9110 section 7.6.1 hop-by-hop headers, plus the ones the proxy recomputes.
 HOP_BY_HOP = frozenset(
@@ -26,6 +41,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 _RECOMPUTED = frozenset({"host", "content-length", "content-encoding", "accept-encoding"})
+KEEPALIVE_SECONDS = 30.0
+"""How long an idle pooled connection to an upstream stays open."""
 
 
 def forwardable_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
@@ -54,50 +71,183 @@ def display_url(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
-class UpstreamClient:
-    """A pooled HTTP client for one upstream base URL.
+def build_ssl_context(ca_bundle: str | None) -> ssl.SSLContext | None:
+    """Load a PEM CA bundle into a verifying TLS context, or return None for the system's CAs.
 
-    Responses are decompressed by aiohttp, so the proxy restores plain text
-    and sends it to the client without a Content-Encoding.
+    Raise `ConfigError` when the file is missing or contains no valid certificate.
+    """
+    if ca_bundle is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"CA bundle {ca_bundle} not found; set --ca-bundle to a PEM file"
+        ) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"CA bundle {ca_bundle} cannot be loaded ({type(exc).__name__}); "
+            "it must be a PEM file of CA certificates"
+        ) from None
+
+
+class AttemptFailed(Exception):
+    """An attempt failed with `kind`. Raised and caught inside `sidecar.upstream` only."""
+
+    def __init__(self, kind: ErrorKind, error_type: str) -> None:
+        super().__init__(f"{kind.value} ({error_type})")
+        self.kind = kind
+        self.error_type = error_type
+        """The class name of the underlying exception, safe to log."""
+
+
+class UpstreamClient:
+    """The HTTP client session that every upstream shares.
+
+    `ca_bundle` is a PEM file whose CAs replace the system's for upstream TLS,
+    as corporate egress proxies that re-sign TLS need. aiohttp's own timeouts
+    are off, because every attempt runs under the deadlines of `AttemptTimer`.
     """
 
-    def __init__(self, base_url: str, total_timeout: float = 600.0, connect_timeout: float = 10.0):
-        self.base_url = base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
+    def __init__(self, *, ca_bundle: str | None = None) -> None:
+        """Load the CA bundle now, so that an invalid one stops the sidecar at startup."""
+        self._ssl = build_ssl_context(ca_bundle)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_on_request_headers_sent)
+        connector = aiohttp.TCPConnector(
+            limit=0, keepalive_timeout=KEEPALIVE_SECONDS, ssl=self._ssl or True
+        )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=True, trust_env=True
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(),
+            auto_decompress=True,
+            trust_env=True,
+            trace_configs=[trace],
         )
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
-    @asynccontextmanager
-    async def send(
-        self, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send one request; raise `UpstreamFailed` if no response arrives."""
+    async def open(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        timeouts: TimeoutSettings,
+    ) -> AttemptResponse:
+        """Send one request and return once the response head has arrived.
+
+        Raise `AttemptFailed` on a connection error or an expired deadline.
+        aiohttp closes the connection when this coroutine is cancelled.
+        """
         assert self._session is not None, "UpstreamClient.start() was not awaited"
-        url = self.base_url + path_qs
+        loop = asyncio.get_running_loop()
+        timer = AttemptTimer(timeouts, loop.time())
+        phase = _PhaseClock(timer, loop)
         try:
-            response = await self._session.request(
-                method, url, headers=headers, data=body, allow_redirects=False
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamFailed(
-                f"upstream {display_url(self.base_url)} is unreachable "
-                f"({type(exc).__name__}); check the upstream URL and network egress"
-            ) from exc
-        try:
-            yield response
+            async with asyncio.timeout_at(timer.current.when) as timeout:
+                phase.timeout = timeout
+                response = await self._session.request(
+                    method,
+                    url,
+                    headers=list(headers),
+                    data=body,
+                    allow_redirects=False,
+                    trace_request_ctx=phase,
+                )
+        except TimeoutError as exc:
+            raise AttemptFailed(timer.current.kind, type(exc).__name__) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise AttemptFailed(ErrorKind.CONNECTION_ERROR, type(exc).__name__) from exc
         finally:
-            # Closing an unfinished response drops the connection, which is how
-            # the upstream learns the client went away and stops generating.
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()
+            phase.timeout = None
+        return AttemptResponse(response, timer, loop)
+
+
+class _PhaseClock:
+    """Moves an attempt's timeout from the connect to the first byte deadline."""
+
+    def __init__(self, timer: AttemptTimer, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer = timer
+        self.loop = loop
+        self.timeout: asyncio.Timeout | None = None
+
+    def request_sent(self) -> None:
+        deadline = self.timer.request_sent(self.loop.time())
+        timeout = self.timeout
+        if timeout is not None and not timeout.expired():
+            timeout.reschedule(deadline.when)
+
+
+async def _on_request_headers_sent(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    phase = context.trace_request_ctx
+    if isinstance(phase, _PhaseClock):
+        phase.request_sent()
+
+
+class AttemptResponse:
+    """The response of one attempt, whose body is read chunk by chunk under the idle deadline."""
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        timer: AttemptTimer,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._response = response
+        self._timer = timer
+        self._loop = loop
+        self.status = response.status
+        self.headers: CIMultiDictProxy[str] = response.headers
+        self.content_type = response.content_type
+        self.body: bytes | None = None
+        """The whole body after `read_body()`."""
+
+    @property
+    def streams(self) -> bool:
+        """Whether the body is a stream of server-sent events, relayed as it arrives."""
+        return self.content_type == "text/event-stream"
+
+    async def read_chunk(self) -> bytes:
+        """Return the next chunk of the body, or b"" at its end.
+
+        Raise `AttemptFailed` when the connection fails or a deadline expires.
+        The amount returned is bounded by aiohttp's read buffer, which stops
+        reading from the upstream's socket while it is full.
+        """
+        deadline = self._timer.next_chunk(self._loop.time())
+        try:
+            async with asyncio.timeout_at(deadline.when):
+                return await self._response.content.readany()
+        except TimeoutError as exc:
+            raise AttemptFailed(deadline.kind, type(exc).__name__) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise AttemptFailed(ErrorKind.CONNECTION_ERROR, type(exc).__name__) from exc
+
+    async def read_body(self) -> bytes:
+        """Read the whole body into `body` and return it."""
+        parts = []
+        while chunk := await self.read_chunk():
+            parts.append(chunk)
+        self.body = b"".join(parts)
+        return self.body
+
+    def close(self) -> None:
+        """Return a fully read connection to the pool, or drop an unfinished one.
+
+        Dropping the connection is how the upstream learns that the response is
+        no longer wanted, so that it stops generating.
+        """
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()

@@ -30,7 +30,7 @@ _MAX_BACKOFF_EXPONENT = 60
 
 
 class ErrorKind(StrEnum):
-    """A transport failure of an attempt, reported by the HTTP client.
+    """A failure of an attempt, reported by the HTTP client.
 
     Every kind is retryable while no response byte has reached the client.
     """
@@ -42,6 +42,8 @@ class ErrorKind(StrEnum):
     FIRST_BYTE_TIMEOUT = "first_byte_timeout"
     IDLE_TIMEOUT = "idle_timeout"
     TOTAL_TIMEOUT = "total_timeout"
+    ERROR_EVENT = "error_event"
+    """The upstream sent its dialect's error event in a stream that had already begun."""
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,15 @@ class BreakerSettings(_Frozen):
 Upstreams = tuple[UpstreamTarget, ...]
 
 
+def check_unique_names(upstreams: Upstreams) -> Upstreams:
+    """Return `upstreams`; raise `ValueError` when two of them have the same name."""
+    names = [target.name for target in upstreams]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"upstream names must be unique, repeated: {', '.join(duplicates)}")
+    return upstreams
+
+
 class UpstreamGroup(_Frozen):
     """The upstreams of one route: the primary first, then the fallbacks in order."""
 
@@ -235,11 +244,7 @@ class UpstreamGroup(_Frozen):
     @field_validator("upstreams")
     @classmethod
     def _check_unique_names(cls, upstreams: Upstreams) -> Upstreams:
-        names = [target.name for target in upstreams]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"upstream names must be unique, repeated: {', '.join(duplicates)}")
-        return upstreams
+        return check_unique_names(upstreams)
 
     @property
     def primary(self) -> UpstreamTarget:
@@ -248,3 +253,24 @@ class UpstreamGroup(_Frozen):
     @property
     def fallbacks(self) -> tuple[UpstreamTarget, ...]:
         return self.upstreams[1:]
+
+
+def default_timeouts(total: float) -> TimeoutSettings:
+    """Return the default timeouts with `total` seconds per attempt, the others cut to it."""
+    defaults = TimeoutSettings()
+    return TimeoutSettings(
+        connect=min(defaults.connect, total),
+        first_byte=min(defaults.first_byte, total),
+        idle=min(defaults.idle, total),
+        total=total,
+    )
+
+
+def single_target_group(url: str, total_timeout: float = 600.0) -> UpstreamGroup:
+    """Build the group of a sidecar started without a configuration file.
+
+    The group has one target named "primary" that forwards the client's key,
+    the default retry and breaker settings, and `default_timeouts(total_timeout)`.
+    """
+    target = UpstreamTarget(name="primary", url=url)
+    return UpstreamGroup(upstreams=(target,), timeouts=default_timeouts(total_timeout))
