@@ -403,7 +403,7 @@ async def test_watcher_reloads_changed_file(
 
 
 class GatedUpstream:
-    """A fake provider that holds each request until `release` is set, then echoes it."""
+    """A fake provider that keeps each request waiting until `release` is set, then echoes it."""
 
     def __init__(self) -> None:
         self.arrived = asyncio.Event()

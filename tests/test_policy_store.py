@@ -203,7 +203,7 @@ def test_unchanged_files_do_not_reload(policy_dir: Path) -> None:
 def test_changed_file_is_swapped_in(policy_dir: Path) -> None:
     store = PolicyStore(policy_dir)
     store.load()
-    held = store.select(None)
+    in_flight = store.select(None)
 
     write(policy_dir / "default.yaml", policy_text("default", "redact"))
     with capture_logs() as logs:
@@ -211,7 +211,7 @@ def test_changed_file_is_swapped_in(policy_dir: Path) -> None:
 
     assert reloaded is True
     assert store.select(None).rule_for("PERSON").action is Action.REDACT
-    assert held.rule_for("PERSON").action is Action.PLACEHOLDER
+    assert in_flight.rule_for("PERSON").action is Action.PLACEHOLDER
     assert logs[-1]["event"] == "policies_reloaded"
     assert logs[-1]["policies"]["default"] == store.current.content_hash
 
@@ -326,9 +326,9 @@ def test_hash_key_rotation_reloads(tmp_path: Path) -> None:
 def configmap_volume(mount: Path, version: str, files: dict[str, str]) -> None:
     """Lay out or update `mount` the way the kubelet writes a ConfigMap volume.
 
-    Each version is a timestamped directory; `..data` is a symlink to the
-    current one, replaced atomically by renaming a new symlink over it; every
-    visible file is a symlink through `..data`.
+    Each version is a timestamped directory. `..data` is a symlink to the
+    current one, replaced atomically by renaming a new symlink over it, and
+    every visible file is a symlink through `..data`.
     """
     mount.mkdir(exist_ok=True)
     target = mount / f"..{version}"

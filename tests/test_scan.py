@@ -137,7 +137,7 @@ def test_scan_audit_policy_keeps_text(input_file: Path, capsys: pytest.CaptureFi
 def test_scan_reads_stdin(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stdin = io.TextIOWrapper(io.BytesIO("My name is Zebulon Quartermaine.".encode()))
+    stdin = io.TextIOWrapper(io.BytesIO(b"My name is Zebulon Quartermaine."))
     monkeypatch.setattr("sys.stdin", stdin)
 
     _, out, _ = run(["scan", "--format", "json", "-"], capsys)

@@ -9,7 +9,7 @@ from sidecar.policy.secrets import secret_recognizers
 
 @dataclass(frozen=True)
 class Catalog:
-    """What the detector offers, checked against a policy when it loads."""
+    """The detector's entity types, recognizer names and languages, checked against a policy."""
 
     entity_types: frozenset[str]
     """Entity types the shared recognizers and the NER model report."""

@@ -155,14 +155,14 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
-def _parse_yaml(raw: bytes, source: str, what: str) -> dict[str, Any]:
+def _parse_yaml(raw: bytes, source: str, kind_of_file: str) -> dict[str, Any]:
     try:
         document = yaml.load(raw, Loader=_UniqueKeyLoader)  # A SafeLoader subclass.
     except yaml.YAMLError as exc:
         raise PolicyError([f"{source}: invalid YAML{_yaml_position(exc)}"]) from exc
     if not isinstance(document, dict):
         kind = "empty" if document is None else type(document).__name__
-        raise PolicyError([f"{source}: {what} must be a YAML mapping, got {kind}"])
+        raise PolicyError([f"{source}: {kind_of_file} must be a YAML mapping, got {kind}"])
     return document
 
 

@@ -100,10 +100,10 @@ def compile_regex(pattern: str, flags: int = 0) -> RegexPattern[str]:
 
 
 class MaskSettings(_Frozen):
-    """How `mask` hides a value; see `sidecar.redact.operators.MaskOptions` for the rules.
+    """Settings of `mask`: the mask character and the characters kept.
 
-    At most half of the maskable characters are kept, so a short value is
-    never shown whole.
+    `sidecar.redact.operators.MaskOptions` has the rules. At most half of the
+    maskable characters are kept, so a short value is never shown whole.
     """
 
     mask_char: str = Field(default=DEFAULT_MASK.mask_char, min_length=1, max_length=1)

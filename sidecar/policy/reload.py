@@ -26,7 +26,7 @@ POLICY_SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True)
 class FileState:
-    """What polling compares for one file; `None` fields mean the file is missing."""
+    """The stat data that polling compares for one file; `None` fields mean it is missing."""
 
     path: str
     realpath: str | None

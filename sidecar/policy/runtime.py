@@ -1,8 +1,8 @@
 """What a policy needs at run time: its Presidio recognizers, allow list matcher and hash key.
 
 The loader builds a `PolicyRuntime` once per policy version and attaches it to
-the `Policy`, so a request that holds a policy also holds the recognizers and
-key of that exact version, even while a reload swaps in a new one.
+the `Policy`. So a request that took a policy also uses the recognizers and key
+of that exact version, even while a reload swaps in a new one.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ class AllowList:
 
     A term shields every finding that lies inside one of its occurrences, so
     allowing `support@example.com` also shields the `example.com` URL found
-    inside it. A regex shields a finding whose whole value it matches; it is
-    not searched over the text, because a broad pattern such as `.*@example`
-    would shield every finding before it on the line.
+    inside it. A regex shields a finding only when it matches the finding's
+    whole value. It is not searched over the text, because a broad pattern
+    such as `.*@example` would then shield every finding before it on the line.
     """
 
     def __init__(self, terms: Sequence[AllowTerm], regexes: Sequence[AllowRegex]) -> None:

@@ -60,7 +60,7 @@ class PolicySet:
         return {name: policy.content_hash for name, policy in self.policies.items()}
 
     def same_as(self, other: PolicySet) -> bool:
-        """Whether both sets have the same default, policy contents and hash keys."""
+        """Return whether both sets have the same default, policy contents and hash keys."""
         return (
             self.default == other.default
             and self.hashes == other.hashes
@@ -79,7 +79,8 @@ class PolicyStore:
     directory, `default` names the default policy by its `name` field or its
     file name; for a single file the file is the default. `client_selectable`
     lists the names a request may pick with the `X-PII-Policy` header; when
-    it is empty, clients cannot pick. `route_policies` maps a route path to
+    it is empty, clients cannot pick. `default` may also be a path to the
+    file, as long as the file is in the directory. `route_policies` maps a route path to
     the policy of that route.
     """
 
@@ -224,14 +225,14 @@ class PolicyStore:
     def _default_name(self, policies: Mapping[str, Policy], sources: Mapping[str, Path]) -> str:
         if not self.directory_mode:
             return next(iter(policies))
-        wanted = self.default or "default"
+        requested_default = self.default or "default"
         for name, path in sources.items():
-            if wanted in (name, path.stem) or Path(wanted).name == path.name:
+            if requested_default in (name, path.stem) or Path(requested_default).name == path.name:
                 return name
         raise PolicyError(
             [
-                f"{self.path}: the default policy {wanted!r} is neither the name nor the file name "
-                f"of a policy here; loaded: {', '.join(sorted(policies))}"
+                f"{self.path}: the default policy {requested_default!r} is neither the name "
+                f"nor the file name of a policy here; loaded: {', '.join(sorted(policies))}"
             ]
         )
 

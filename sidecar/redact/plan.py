@@ -130,11 +130,11 @@ def build_plan(
     """
     runtime = runtime_of(policy)
     vault = Vault(reserved_keys([*texts, *context_texts]))
-    kept = [
+    unshielded = [
         runtime.allow_list.filter(text, text_findings)
         for text, text_findings in zip(texts, findings, strict=True)
     ]
-    decisions = [decide(text_findings, policy) for text_findings in kept]
+    decisions = [decide(text_findings, policy) for text_findings in unshielded]
     plan = Plan(texts=list(texts), vault=vault, decisions=decisions)
     for text_decisions in decisions:
         for decision in text_decisions:
@@ -215,7 +215,8 @@ class _Rewriter:
             return mask(value, rule.mask.options())
         if action is Action.HASH:
             return self._hasher(entity_type, rule).apply(entity_type, value)
-        raise NotImplementedError(f"action {action.value!r} is not supported yet")
+        # `allow` keeps the value and `placeholder` goes through the vault.
+        raise AssertionError(f"action {action.value!r} has no replacement value")
 
     def _surrogate(self, entity_type: str, value: str) -> str:
         if self._factory is None:
@@ -237,7 +238,9 @@ class _Rewriter:
         if hasher is None:
             # `build_runtime` reads the key of every policy that hashes, or raises.
             assert self._hash_key is not None
-            assert rule.hash is not None and rule.hash.length and rule.hash.template
+            assert rule.hash is not None
+            assert rule.hash.length is not None
+            assert rule.hash.template is not None
             hasher = KeyedHasher(self._hash_key, rule.hash.length, rule.hash.template)
             self._hashers[entity_type] = hasher
         return hasher
