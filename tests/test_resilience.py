@@ -536,6 +536,20 @@ async def test_slow_client_slows_upstream(
     await asyncio.wait_for(primary.upstream.drop_seen.wait(), WAIT)
 
 
+async def test_connection_kept_alive_between_requests(
+    start_sidecar: SidecarFactory, tmp_path: Path, primary: Fake
+) -> None:
+    sidecar = await start_with_upstreams(
+        start_sidecar, tmp_path, [{"name": "primary", "url": primary.url}]
+    )
+
+    for _ in range(3):
+        assert await complete(sidecar) == REPLY
+
+    assert len(primary.upstream.client_ports) == 3
+    assert len(set(primary.upstream.client_ports)) == 1
+
+
 # Circuit breaker
 
 

@@ -69,6 +69,14 @@ class FaultyUpstream(FakeUpstream):
     written: int = 0
     """Bytes of events written by `FLOOD` faults."""
 
+    client_ports: list[int] = field(default_factory=list)
+    """The client's port of each request, the same for requests on one kept-alive connection."""
+
+    async def _record(self, request: web.Request) -> bytes:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.client_ports.append(peer[1] if peer else 0)
+        return await super()._record(request)
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         if not self.faults:
             return await super()._chat(request)
