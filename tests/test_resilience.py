@@ -685,6 +685,19 @@ async def test_missing_key_env_stops_start(
         create_app(settings, audit=lambda record: None)
 
 
+def test_url_password_not_in_config_error(tmp_path: Path) -> None:
+    route = {"prefix": "/", "upstreams": [{"name": "a", "url": "https://u:pw-canary@a.example"}]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "routes": [route]}))
+    settings = Settings(policy=str(DEFAULT_POLICY), config=str(path))
+
+    with pytest.raises(ConfigError) as caught:
+        create_app(settings, audit=lambda record: None)
+
+    assert "must not contain user info" in str(caught.value)
+    assert "pw-canary" not in str(caught.value)
+
+
 # Egress: outbound proxy and CA bundle
 
 

@@ -129,7 +129,8 @@ def _describe(error: Any) -> str:
     ).replace(".[", "[")
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
-    # Header values can be keys, so values below extra_headers are never shown.
-    if "extra_headers" in error["loc"] or not isinstance(value, str | int | float | bool):
+    # Header values can be keys and a URL's user info can be a password, so neither is shown.
+    secret = "extra_headers" in error["loc"] or (isinstance(value, str) and "@" in value)
+    if secret or not isinstance(value, str | int | float | bool):
         return f"{location or 'file'}: {message}"
     return f"{location or 'file'}: {message} (value: {value!r})"
