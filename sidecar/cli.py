@@ -9,6 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from sidecar import __version__
+from sidecar.audit import cli as audit_cli
 from sidecar.config import Settings, env_name, settings_from_env
 from sidecar.errors import SidecarError
 
@@ -26,7 +27,23 @@ _SERVE_HELP = {
     "config": "YAML file with routes and upstreams",
     "log_format": "operational log format on stderr: json or console",
     "log_level": "operational log level: debug, info, warning or error",
-    "audit_file": "append audit records to this file instead of stdout",
+    "audit_file": "append audit records to this hash-chained file; stdout then gets none unless "
+    "--audit-stdout is true",
+    "audit_stdout": "write audit records to stdout as JSON lines: true or false; unset means true "
+    "only without --audit-file",
+    "audit_key_file": "file containing the key of a keyed (HMAC-SHA256) audit chain",
+    "audit_key_env": "name of the environment variable containing the audit chain key",
+    "audit_checkpoint_every": "request records between checkpoints of the audit file, each "
+    "followed by fsync; 0 turns interval checkpoints off",
+    "audit_rotate_bytes": "size in bytes at which the audit file is rotated; 0 turns rotation off",
+    "audit_fsync": "call fsync after every audit record, not only at checkpoints: true or false",
+    "fingerprint_key_file": "file containing the key for fingerprints of detected values and API "
+    "keys; unset turns fingerprints off",
+    "fingerprint_key_env": "name of the environment variable containing the fingerprint key",
+    "pricing_file": "YAML table of token prices for the estimated cost; unset uses the "
+    "packaged one",
+    "client_service": "name of the calling service, recorded in every audit record",
+    "client_pod": "name of the calling pod, recorded in every audit record",
     "detect_timeout": "seconds PII detection may take before the request is rejected",
     "upstream_timeout": "seconds one attempt on the --upstream URL may take in total, "
     "from connecting to the last byte",
@@ -46,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
     _add_policy(commands)
+    audit_cli.register(commands)
     _add_scan(commands)
     return parser
 
@@ -125,7 +143,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**converted)
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
 def _convert(name: str, type_name: str, value: str) -> object:
+    if type_name.startswith("bool"):
+        return _convert_bool(name, value)
     try:
         if type_name.startswith("int"):
             return int(value)
@@ -136,6 +160,16 @@ def _convert(name: str, type_name: str, value: str) -> object:
             f"{env_name(name)} / --{name.replace('_', '-')}: {value!r} is not a number"
         ) from None
     return value
+
+
+def _convert_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE | _FALSE:
+        return lowered in _TRUE
+    raise SidecarError(
+        f"{env_name(name)} / --{name.replace('_', '-')}: {value!r} is not a boolean; "
+        "use true or false"
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -37,6 +37,17 @@ class Settings:
     log_format: str = "json"
     log_level: str = "info"
     audit_file: str | None = None
+    audit_stdout: bool | None = None
+    audit_key_file: str | None = None
+    audit_key_env: str | None = None
+    audit_checkpoint_every: int = 1000
+    audit_rotate_bytes: int = 0
+    audit_fsync: bool = False
+    fingerprint_key_file: str | None = None
+    fingerprint_key_env: str | None = None
+    pricing_file: str | None = None
+    client_service: str | None = None
+    client_pod: str | None = None
     detect_timeout: float = 10.0
     upstream_timeout: float = 600.0
     ca_bundle: str | None = None
@@ -64,6 +75,28 @@ class Settings:
             raise ConfigError(f"detect timeout {self.detect_timeout} must be positive")
         if self.workers < 1:
             raise ConfigError(f"workers {self.workers} must be at least 1")
+        self._check_audit()
+
+    @property
+    def audit_to_stdout(self) -> bool:
+        """Whether audit records go to stdout: as set, else only when there is no audit file."""
+        return self.audit_file is None if self.audit_stdout is None else self.audit_stdout
+
+    def _check_audit(self) -> None:
+        if not self.audit_to_stdout and self.audit_file is None:
+            raise ConfigError(
+                "audit stdout is off and no audit file is set, so audit records have nowhere "
+                "to go; set --audit-file or turn --audit-stdout on"
+            )
+        if self.audit_checkpoint_every < 0:
+            raise ConfigError(
+                f"audit checkpoint interval {self.audit_checkpoint_every} must be 0 (off) "
+                "or positive"
+            )
+        if self.audit_rotate_bytes < 0:
+            raise ConfigError(
+                f"audit rotation size {self.audit_rotate_bytes} must be 0 (off) or positive"
+            )
 
 
 def env_name(field_name: str) -> str:

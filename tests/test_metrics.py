@@ -51,3 +51,63 @@ def test_model_labels_are_bounded_and_sanitised() -> None:
     assert len(models) == MAX_MODEL_LABELS + 1
     assert "other" in models
     assert not any("John" in model for model in models)
+
+
+def test_upstream_events_counted() -> None:
+    from sidecar.upstream.breaker import BreakerState, BreakerTransition
+    from sidecar.upstream.plan import FailedOver, RetryScheduled, StreamFailed, UpstreamSkipped
+    from sidecar.upstream.retry import ErrorKind, Outcome
+
+    metrics = Metrics()
+    metrics.attempt_finished("primary", Outcome(status=503))
+    metrics.attempt_finished("primary", Outcome(error=ErrorKind.CONNECT_TIMEOUT))
+    metrics.attempt_finished("backup", Outcome(status=200))
+    metrics.plan_event(RetryScheduled("primary", 1, "status_503", 0.1, False))
+    metrics.plan_event(FailedOver("primary", "backup"))
+    metrics.plan_event(UpstreamSkipped("primary"))
+    metrics.plan_event(StreamFailed("backup", "idle_timeout"))
+    metrics.breaker_changed(BreakerTransition("primary", BreakerState.CLOSED, BreakerState.OPEN, 5))
+    found = samples(metrics.render().decode())
+
+    assert found[("pii_sidecar_upstream_attempts_total", (("result", "status_503"), ("upstream", "primary")))] == 1
+    assert found[("pii_sidecar_upstream_errors_total", (("cause", "status_503"), ("upstream", "primary")))] == 1
+    assert found[("pii_sidecar_upstream_errors_total", (("cause", "connect_timeout"), ("upstream", "primary")))] == 1
+    assert ("pii_sidecar_upstream_errors_total", (("cause", "status_200"), ("upstream", "backup"))) not in found
+    assert found[("pii_sidecar_upstream_retries_total", (("cause", "status_503"), ("upstream", "primary")))] == 1
+    assert found[("pii_sidecar_upstream_failovers_total", (("from_upstream", "primary"), ("to_upstream", "backup")))] == 1
+    assert found[("pii_sidecar_upstream_skipped_total", (("upstream", "primary"),))] == 1
+    assert found[("pii_sidecar_upstream_stream_failures_total", (("cause", "idle_timeout"), ("upstream", "backup")))] == 1
+    assert found[("pii_sidecar_upstream_breaker_state", (("state", "open"), ("upstream", "primary")))] == 1
+    assert found[("pii_sidecar_upstream_breaker_state", (("state", "closed"), ("upstream", "primary")))] == 0
+
+
+def test_policy_reloads_counted_by_result() -> None:
+    metrics = Metrics()
+    metrics.policy_reloaded(True)
+    metrics.policy_reloaded(False)
+    metrics.policy_reloaded(False)
+    found = samples(metrics.render().decode())
+
+    assert found[("pii_sidecar_policy_reloads_total", (("result", "ok"),))] == 1
+    assert found[("pii_sidecar_policy_reloads_total", (("result", "failed"),))] == 2
+
+
+def test_policy_reload_series_exist_before_any_reload() -> None:
+    found = samples(Metrics().render().decode())
+
+    assert found[("pii_sidecar_policy_reloads_total", (("result", "failed"),))] == 0
+
+
+def test_cost_and_audit_backlog_exposed() -> None:
+    metrics = Metrics()
+    metrics.observe({"route": "r", "status": 200, "model": "gpt-4o",
+                     "usage": {"input_tokens": 10, "output_tokens": 5, "cached_tokens": 2},
+                     "cost_usd": 0.25})
+    metrics.track_audit_backlog(lambda: 7)
+    metrics.audit_write_failed()
+    found = samples(metrics.render().decode())
+
+    assert found[("pii_sidecar_cost_usd_total", (("model", "gpt-4o"),))] == 0.25
+    assert found[("pii_sidecar_tokens_total", (("kind", "cached"), ("model", "gpt-4o")))] == 2
+    assert found[("pii_sidecar_audit_pending_records", ())] == 7
+    assert found[("pii_sidecar_audit_write_failures_total", ())] == 1

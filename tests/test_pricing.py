@@ -116,6 +116,7 @@ def test_missing_model_or_usage_gets_no_cost(table: PricingTable) -> None:
     [
         pytest.param({"input_tokens": 1_000_000, "output_tokens": 0}, 2.00, id="input-only"),
         pytest.param({"input_tokens": 0, "output_tokens": 1_000_000}, 8.00, id="output-only"),
+        pytest.param({"input_tokens": 1_000_000}, 2.00, id="no-output-count"),
         pytest.param(
             {"input_tokens": 1_000_000, "output_tokens": 0, "cached_tokens": 400_000},
             0.6 * 2.00 + 0.4 * 0.50,

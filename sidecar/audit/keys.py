@@ -13,6 +13,7 @@ from sidecar.errors import ConfigError
 
 MIN_KEY_BYTES = 16
 FINGERPRINT_HEX_DIGITS = 16
+API_KEY_FINGERPRINT_HEX_DIGITS = 8
 
 _SEPARATORS = re.compile(r"[\s\-.()/]+")
 _COMPACT_TYPES = frozenset({"CREDIT_CARD", "PHONE_NUMBER", "IBAN_CODE", "US_SSN", "US_BANK_NUMBER"})
@@ -97,3 +98,15 @@ def normalize_value(entity_type: str, value: str) -> str:
     if entity_type in _COMPACT_TYPES:
         return _SEPARATORS.sub("", value).upper()
     return " ".join(value.split()).casefold()
+
+
+def api_key_fingerprint(api_key: str, key: bytes) -> str:
+    """Return the keyed fingerprint of a client's API key: 8 hex digits of HMAC-SHA256.
+
+    It distinguishes the keys of different clients in the audit trail. A fixed label goes
+    into the HMAC before the API key, so the result never equals a value fingerprint.
+    API keys are long random strings, so the short fingerprint cannot be reversed by
+    trying keys, even by someone who holds `key`.
+    """
+    message = b"pii-sidecar api key\x00" + api_key.encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:API_KEY_FINGERPRINT_HEX_DIGITS]

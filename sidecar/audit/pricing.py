@@ -77,7 +77,8 @@ class TokenUsage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
 
     input_tokens: int = Field(ge=0)
-    output_tokens: int = Field(ge=0)
+    # Embeddings responses report no output tokens, which is zero of them.
+    output_tokens: int = Field(default=0, ge=0)
     cached_tokens: int = Field(default=0, ge=0)
     cache_write_tokens: int = Field(default=0, ge=0)
 
@@ -124,8 +125,9 @@ class PricingTable(BaseModel):
     def estimate_cost(self, model: str | None, usage: Mapping[str, Any] | None) -> float | None:
         """Return the estimated cost in USD of a request, or None when it cannot be estimated.
 
-        None means an unknown or missing model, missing usage, or token counts that are
-        not non-negative integers or whose cached parts exceed `input_tokens`.
+        None means an unknown or missing model, missing usage or `input_tokens`, or token
+        counts that are not non-negative integers or whose cached parts exceed
+        `input_tokens`. Missing `output_tokens` count as zero.
         """
         price = self.price_for(model) if model else None
         if price is None or usage is None:

@@ -9,15 +9,16 @@ from typing import Any
 
 from aiohttp import web
 
+from sidecar.audit.trail import AuditTrail, open_audit_trail
 from sidecar.config import Settings
 from sidecar.detect.engine import Detector
 from sidecar.logs import describe_exception, get_logger
-from sidecar.metrics import CONTENT_TYPE
+from sidecar.metrics import CONTENT_TYPE, Metrics
 from sidecar.policy import reload
 from sidecar.policy.catalog import default_catalog
 from sidecar.policy.store import PolicyStore, parse_names
 from sidecar.server import proxy
-from sidecar.server.state import AuditWriter, SidecarState, write_audit_to_stdout
+from sidecar.server.state import AuditWriter, SidecarState
 from sidecar.upstream.client import UpstreamClient, display_url
 
 STATE = web.AppKey("state", SidecarState)
@@ -37,21 +38,25 @@ def _load_detector(settings: Settings) -> Detector:
 
 def create_app(
     settings: Settings,
-    audit: AuditWriter = write_audit_to_stdout,
+    audit: AuditWriter | None = None,
     detector_factory: DetectorFactory = _load_detector,
 ) -> web.Application:
     """Build the application; the policy loads now, the NER model in the background.
 
     Raise `PolicyError` if the policy does not validate, so an invalid policy
-    stops the process before it ever reports ready.
+    stops the process before it ever reports ready. Audit records go to `audit`
+    when it is given, and else to the sinks of the settings, which the app
+    closes at cleanup.
     """
     policies = policy_store(settings)
     policies.load()
+    metrics = Metrics()
     state = SidecarState(
         settings=settings,
         policies=policies,
         upstream=UpstreamClient(settings.upstream, total_timeout=settings.upstream_timeout),
-        audit=audit,
+        trail=_audit_trail(settings, audit, metrics),
+        metrics=metrics,
     )
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[STATE] = state
@@ -73,6 +78,12 @@ def policy_store(settings: Settings) -> PolicyStore:
         directory = Path(settings.policy_dir)
         return PolicyStore(directory, settings.policy or None, selectable, catalog=catalog)
     return PolicyStore(Path(settings.policy), client_selectable=selectable, catalog=catalog)
+
+
+def _audit_trail(settings: Settings, audit: AuditWriter | None, metrics: Metrics) -> AuditTrail:
+    trail = open_audit_trail(settings, writer=audit, on_error=metrics.audit_write_failed)
+    metrics.track_audit_backlog(trail.pending_records)
+    return trail
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -138,4 +149,6 @@ async def _stop(app: web.Application) -> None:
             task.cancel()
     await state.upstream.close()
     state.executor.shutdown(wait=False, cancel_futures=True)
+    # Cleanup runs after in-flight requests have finished, so every record is queued by now.
+    await asyncio.to_thread(state.trail.close)
     log.info("sidecar_stopped")

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from sidecar.audit.record import AuditRecord
@@ -46,6 +47,9 @@ async def handle(request: web.Request, state: SidecarState) -> web.StreamRespons
         route=route.path if route else "unmatched",
         upstream=display_url(state.upstream.base_url),
     )
+    record.client = state.trail.identify_client(request.headers)
+    # Every log line of this request, in any module, carries its id.
+    structlog.contextvars.bind_contextvars(request_id=record.request_id)
     adapter = route.adapter if route else None
     try:
         if adapter is not None:
@@ -60,7 +64,8 @@ async def handle(request: web.Request, state: SidecarState) -> web.StreamRespons
         log.error("request_failed", request_id=record.request_id, **describe_exception(exc))
         return _error_response(adapter, _Internal(), record.request_id)
     finally:
-        state.audit(record.to_dict())
+        state.finish_request(record)
+        structlog.contextvars.unbind_contextvars("request_id")
 
 
 async def _proxy(
@@ -132,6 +137,9 @@ async def _plan(state: SidecarState, policy: Policy, texts: RequestTexts, record
 
     plan = build_plan(policy, [slot.text for slot in in_scope], findings, out_of_scope)
     record.set_entities(plan.entity_counts)
+    record.value_fingerprints = state.trail.value_fingerprints(
+        [slot.text for slot in in_scope], plan.decisions
+    )
     # Map the rewritten in-scope texts back onto every slot, in order.
     rewritten = iter(plan.texts)
     plan.texts = [next(rewritten) if getattr(scope, slot.part.value) else slot.text for slot in texts.slots]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar.audit.record import AuditRecord
+from sidecar.audit.sink import StdoutSink
+from sidecar.audit.trail import AuditTrail
 from sidecar.config import Settings
 from sidecar.detect.engine import Detector
 from sidecar.detect.findings import Finding
@@ -23,11 +24,6 @@ from sidecar.upstream.client import UpstreamClient
 AuditWriter = Callable[[dict[str, Any]], None]
 
 
-def write_audit_to_stdout(record: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
-
-
 @dataclass
 class SidecarState:
     """Settings, policy, detector, upstream client and audit writer of one process."""
@@ -36,7 +32,7 @@ class SidecarState:
     policies: PolicyStore
     upstream: UpstreamClient
     router: Router = field(default_factory=default_router)
-    audit: AuditWriter = write_audit_to_stdout
+    trail: AuditTrail = field(default_factory=lambda: AuditTrail(StdoutSink().write))
     metrics: Metrics = field(default_factory=Metrics)
     detector: Detector | None = None
     draining: bool = False
@@ -45,6 +41,10 @@ class SidecarState:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
     )
+
+    def finish_request(self, record: AuditRecord) -> None:
+        """Complete and write the audit record of a finished request, and count it."""
+        self.metrics.observe(self.trail.finish(record))
 
     @property
     def ready(self) -> bool:
