@@ -5,7 +5,7 @@ off the queue in order and passes them to the sink, which does the JSON encoding
 hashing, the `write(2)` and any fsync. `close` lets the thread write every queued record
 and then closes the sink, which writes the file sink's closing checkpoint.
 
-When the queue holds `max_pending` records, because the disk or the reader of stdout
+When the queue contains `max_pending` records, because the disk or the reader of stdout
 stalls, `write` blocks the caller until the thread catches up. On the event loop this
 stalls every request: the sidecar slows down rather than lose audit records.
 """
@@ -32,7 +32,7 @@ ErrorHook = Callable[[], None]
 
 
 class BackgroundWriter:
-    """Pass records to `sink` from a thread of its own, in the order `write` received them.
+    """A thread of its own that passes records to `sink` in the order `write` received them.
 
     A record the sink fails to write is logged with its request id and the error type, and
     `on_error` is called, then the thread goes on with the next record. `close` is
