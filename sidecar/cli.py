@@ -45,6 +45,10 @@ _SERVE_HELP = {
     "client_service": "name of the calling service, recorded in every audit record",
     "client_pod": "name of the calling pod, recorded in every audit record",
     "detect_timeout": "seconds PII detection may take before the request is rejected",
+    "detect_cache_entries": "maximum number of texts whose findings are cached, so resent chat "
+    "history is not analyzed again; 0 turns the cache off",
+    "detect_cache_bytes": "maximum estimated memory of the findings cache, in bytes; 0 turns the "
+    "cache off",
     "upstream_timeout": "seconds one attempt on the --upstream URL may take in total, "
     "from connecting to the last byte",
     "ca_bundle": "PEM file of CA certificates that replaces the system's CAs for upstream TLS",

@@ -49,6 +49,8 @@ class Settings:
     client_service: str | None = None
     client_pod: str | None = None
     detect_timeout: float = 10.0
+    detect_cache_entries: int = 100_000
+    detect_cache_bytes: int = 32 * 1024 * 1024
     upstream_timeout: float = 600.0
     ca_bundle: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
@@ -73,6 +75,11 @@ class Settings:
             raise ConfigError(f"upstream timeout {self.upstream_timeout} must be positive")
         if self.detect_timeout <= 0:
             raise ConfigError(f"detect timeout {self.detect_timeout} must be positive")
+        if self.detect_cache_entries < 0 or self.detect_cache_bytes < 0:
+            raise ConfigError(
+                f"detect cache limits ({self.detect_cache_entries} entries, "
+                f"{self.detect_cache_bytes} bytes) must be 0 (cache off) or positive"
+            )
         if self.workers < 1:
             raise ConfigError(f"workers {self.workers} must be at least 1")
         self._check_audit()

@@ -12,6 +12,7 @@ from sidecar.audit.record import AuditRecord
 from sidecar.audit.sink import StdoutSink
 from sidecar.audit.trail import AuditTrail
 from sidecar.config import Settings
+from sidecar.detect.cache import FindingsCache
 from sidecar.detect.engine import Detector
 from sidecar.detect.findings import Finding
 from sidecar.errors import DetectorFailed
@@ -41,6 +42,13 @@ class SidecarState:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
     )
+    # Findings of texts analyzed before, so resent chat history is not analyzed again.
+    findings_cache: FindingsCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.findings_cache = FindingsCache(
+            self.settings.detect_cache_entries, self.settings.detect_cache_bytes
+        )
 
     def finish_request(self, record: AuditRecord) -> None:
         """Complete and write the audit record of a finished request, and count it."""
@@ -51,14 +59,25 @@ class SidecarState:
         return self.detector is not None and self.policies.loaded and not self.draining
 
     async def detect(self, texts: list[str], policy: Policy) -> list[list[Finding]]:
-        """Run the detector off the event loop; raise `DetectorFailed` on error or timeout."""
+        """Run the detector off the event loop; raise `DetectorFailed` on error or timeout.
+
+        A request with no text, or whose texts are all in the findings cache,
+        gets its findings on the event loop, without a hand-off to the detection thread.
+        """
         detector = self.detector
         if detector is None:
             raise DetectorFailed(
                 "the PII detector is still loading; retry when GET /readyz returns 200"
             )
+        if not texts:
+            return []
+        cached = self.findings_cache.lookup(detector, texts, policy)
+        if cached is not None:
+            return cached
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, detector.analyze, texts, policy)
+        future = loop.run_in_executor(
+            self.executor, self.findings_cache.analyze, detector, texts, policy
+        )
         try:
             return await asyncio.wait_for(future, self.settings.detect_timeout)
         except TimeoutError as exc:
