@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import signal
 
 from aiohttp import web
@@ -12,12 +14,41 @@ from sidecar.logs import configure_logging, get_logger
 from sidecar.server.app import SERVER_OPTIONS, STATE, create_app
 
 log = get_logger("sidecar.serve")
+# glibc's `mallopt` parameter for the maximum number of malloc arenas (M_ARENA_MAX).
+_M_ARENA_MAX = -8
 
 
 def run(settings: Settings) -> int:
-    """Serve until SIGINT or SIGTERM, then drain; return the exit status."""
+    """Serve until SIGINT or SIGTERM, then drain; return the exit status.
+
+    With `settings.workers` above 1, worker processes serve and this process
+    supervises them (`sidecar.workers`).
+    """
     configure_logging(settings.log_format, settings.log_level)
+    limit_malloc_arenas()
+    if settings.workers > 1:
+        from sidecar.workers import run_workers  # sidecar.workers imports this module
+
+        return run_workers(settings)
     return asyncio.run(serve(settings))
+
+
+def limit_malloc_arenas() -> None:
+    """Make glibc's malloc share one arena between all threads, unless MALLOC_ARENA_MAX is set.
+
+    glibc gives each thread its own arena, and the arena of the detection
+    thread keeps the memory of a large analysis. After a 256 KB prompt, a
+    process with the sm model stayed at about 530 MB resident instead of
+    180 MB (measured on 2 AMD EPYC cores with glibc 2.36). Call this before
+    any thread starts. Without glibc it does nothing.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_ARENA_MAX, 1)
+    except (OSError, AttributeError):
+        return
 
 
 async def serve(settings: Settings) -> int:
