@@ -454,3 +454,17 @@ async def test_in_flight_request_keeps_its_policy(
     assert later == "You said: I am [REDACTED]."
     hashes = sorted(audit["policy"]["hash"] for audit in sidecar.audits)
     assert hashes == sorted([old_hash, store.current.content_hash])
+
+
+async def test_reloads_are_counted_in_metrics(
+    policies_sidecar: RunningSidecar, policy_dir: Path
+) -> None:
+    state = policies_sidecar.app[STATE]
+    write_policy(policy_dir, "default", "entities:\n  PERSON: {action: scramble}\n")
+    state.policies.reload_if_changed()
+    write_policy(policy_dir, "default", "entities:\n  PERSON: {action: redact}\n")
+    state.policies.reload_if_changed()
+
+    reloads = state.metrics.policy_reloads
+    assert reloads.labels("failed")._value.get() == 1
+    assert reloads.labels("ok")._value.get() == 1

@@ -11,6 +11,7 @@ from presidio_analyzer.predefined_recognizers import EmailRecognizer
 
 from sidecar.detect.chunking import analyze_in_chunks
 from sidecar.detect.findings import Finding
+from sidecar.detect.recognizers import REPLACED_RECOGNIZERS, tuned_recognizers
 from sidecar.detect.offline import OfflineEmailRecognizer, OfflineSpacyNlpEngine
 from sidecar.detect.pipeline import IndexedContextEnhancer, trim_pipeline
 from sidecar.policy.model import Policy
@@ -105,6 +106,12 @@ def shared_registry(language: str, nlp_engine: NlpEngine | None = None) -> Recog
     )
     registry.remove_recognizer(EmailRecognizer.__name__)
     registry.add_recognizer(OfflineEmailRecognizer(supported_language=language))
+    # The tuned recognizers replace predefined ones that take code tokens
+    # (identifiers, digests, UUIDs, versions) for PII.
+    for name in REPLACED_RECOGNIZERS:
+        registry.remove_recognizer(name)
+    for recognizer in tuned_recognizers(language):
+        registry.add_recognizer(recognizer)
     return registry
 
 

@@ -11,7 +11,7 @@ logged and ignored, and the previous set stays in force.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -89,6 +89,8 @@ class PolicyStore:
     client_selectable: frozenset[str] = frozenset()
     route_policies: Mapping[str, str] = field(default_factory=dict)
     catalog: Catalog | None = None
+    on_reload: Callable[[bool], None] | None = None
+    """Called with True after a reload swaps in a new set, False after one is rejected."""
     _set: PolicySet | None = field(default=None, init=False, repr=False)
     _seen: tuple[FileState, ...] = field(default=(), init=False, repr=False)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -173,6 +175,7 @@ class PolicyStore:
                     problems=list(exc.problems),
                     kept=self._set.hashes if self._set else None,
                 )
+                self._report_reload(ok=False)
                 return False
             if self._set is not None and policy_set.same_as(self._set):
                 return False
@@ -183,7 +186,12 @@ class PolicyStore:
                 policies=policy_set.hashes,
                 previous=previous.hashes if previous else None,
             )
+            self._report_reload(ok=True)
             return True
+
+    def _report_reload(self, ok: bool) -> None:
+        if self.on_reload is not None:
+            self.on_reload(ok)
 
     def _watch_list(self, current: PolicySet | None) -> list[Path]:
         files = policy_files(self.path) if self.directory_mode else [self.path]

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from sidecar.audit.trail import AuditTrail, open_audit_trail
 from sidecar.config import Settings
 from sidecar.detect.engine import Detector
+from sidecar.errors import ConfigError
 from sidecar.logs import describe_exception, get_logger
 from sidecar.metrics import CONTENT_TYPE, Metrics
 from sidecar.policy import reload
 from sidecar.policy.catalog import default_catalog
 from sidecar.policy.store import PolicyStore, parse_names
 from sidecar.server import proxy
+from sidecar.server.route_config import load_route_config
+from sidecar.server.routes import Router, build_router, default_router
 from sidecar.server.state import AuditWriter, SidecarState
 from sidecar.upstream.client import UpstreamClient, display_url
+from sidecar.upstream.forward import UpstreamRegistry
+from sidecar.upstream.settings import single_target_group
 
 STATE = web.AppKey("state", SidecarState)
 
@@ -43,21 +49,25 @@ def create_app(
 ) -> web.Application:
     """Build the application; the policy loads now, the NER model in the background.
 
-    Raise `PolicyError` if the policy does not validate, so an invalid policy
-    stops the process before it ever reports ready. Audit records go to `audit`
-    when it is given, and else to the sinks of the settings, which the app
-    closes at cleanup.
+    Raise `PolicyError` if the policy does not validate, and `ConfigError` if
+    the configuration file does not, so the process stops before it ever
+    reports ready. Audit records go to `audit` when it is given, and else to
+    the sinks of the settings, which the app closes at cleanup.
     """
-    policies = policy_store(settings)
+    router = _load_router(settings)
+    policies = policy_store(settings, router.route_policies)
     policies.load()
     metrics = Metrics()
     state = SidecarState(
         settings=settings,
         policies=policies,
-        upstream=UpstreamClient(settings.upstream, total_timeout=settings.upstream_timeout),
+        upstreams=_upstream_registry(settings, router),
         trail=_audit_trail(settings, audit, metrics),
         metrics=metrics,
+        router=router,
     )
+    state.upstreams.observers.add(metrics)
+    policies.on_reload = metrics.policy_reloaded
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[STATE] = state
     app[proxy.MAX_BODY_KEY] = settings.max_body_bytes
@@ -70,20 +80,47 @@ def create_app(
     return app
 
 
-def policy_store(settings: Settings) -> PolicyStore:
-    """Return the policy store the settings describe: one file, or a directory and a default."""
+def policy_store(settings: Settings, route_policies: Mapping[str, str] | None = None) -> PolicyStore:
+    """Return the policy store the settings describe: one file, or a directory and a default.
+
+    `route_policies` maps route prefixes to policy names; the store checks
+    at load time that each name is loaded.
+    """
     selectable = parse_names(settings.client_policies)
     catalog = default_catalog(settings.model)
+    routes = dict(route_policies or {})
     if settings.policy_dir is not None:
         directory = Path(settings.policy_dir)
-        return PolicyStore(directory, settings.policy or None, selectable, catalog=catalog)
-    return PolicyStore(Path(settings.policy), client_selectable=selectable, catalog=catalog)
+        return PolicyStore(directory, settings.policy or None, selectable, routes, catalog=catalog)
+    return PolicyStore(
+        Path(settings.policy), client_selectable=selectable, route_policies=routes, catalog=catalog
+    )
 
 
 def _audit_trail(settings: Settings, audit: AuditWriter | None, metrics: Metrics) -> AuditTrail:
     trail = open_audit_trail(settings, writer=audit, on_error=metrics.audit_write_failed)
     metrics.track_audit_backlog(trail.pending_records)
     return trail
+
+
+def _load_router(settings: Settings) -> Router:
+    if settings.config is None:
+        return default_router()
+    return build_router(load_route_config(settings.config))
+
+
+def _upstream_registry(settings: Settings, router: Router) -> UpstreamRegistry:
+    """Build a forwarder per upstream group now, so that a missing API key stops the start."""
+    try:
+        default = single_target_group(settings.upstream, settings.upstream_timeout)
+    except ValidationError as exc:
+        # The message leaves out the URL, which may contain a password.
+        reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"--upstream / PII_SIDECAR_UPSTREAM is invalid: {reason}") from None
+    registry = UpstreamRegistry(UpstreamClient(ca_bundle=settings.ca_bundle), default)
+    for route in router.routes:
+        registry.forwarder(route.group)
+    return registry
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -110,7 +147,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
 def _start(detector_factory: DetectorFactory) -> Callable[[web.Application], Awaitable[None]]:
     async def start(app: web.Application) -> None:
         state = app[STATE]
-        await state.upstream.start()
+        await state.upstreams.start()
         app[_LOADER] = asyncio.create_task(_load_in_background(state, detector_factory))
         interval = state.settings.policy_reload_interval
         if interval > 0:
@@ -147,7 +184,7 @@ async def _stop(app: web.Application) -> None:
     for task in (app.get(_LOADER), app.get(_POLICY_WATCH)):
         if task is not None and not task.done():
             task.cancel()
-    await state.upstream.close()
+    await state.upstreams.close()
     state.executor.shutdown(wait=False, cancel_futures=True)
     # Cleanup runs after in-flight requests have finished, so every record is queued by now.
     await asyncio.to_thread(state.trail.close)

@@ -2,36 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 
 from sidecar.audit.record import AuditRecord
 from sidecar.errors import Blocked, RequestError, UnknownRoute
 from sidecar.logs import describe_exception, get_logger
 from sidecar.policy.model import Mode, Policy
 from sidecar.policy.store import POLICY_HEADER
-from sidecar.protocols.base import Adapter, RequestTexts
+from sidecar.protocols.base import Adapter, RequestTexts, StreamTransformer
 from sidecar.protocols.openai_chat import openai_error_body
 from sidecar.redact.plan import Plan, build_plan
 from sidecar.redact.restore import Restorer
 from sidecar.server.bodies import decode_content, parse_json_body
+from sidecar.server.routes import RouteMatch
 from sidecar.server.state import SidecarState
 from sidecar.sse import SSEDecoder, encode
 from sidecar.upstream.client import display_url, forwardable_headers
+from sidecar.upstream.events import UpstreamTrace
+from sidecar.upstream.forward import (
+    Exchange,
+    Forwarder,
+    ModelRewriter,
+    OutgoingRequest,
+    RequestBuilder,
+)
+from sidecar.upstream.retry import ErrorKind
+from sidecar.upstream.settings import UpstreamGroup
 
 log = get_logger("sidecar.proxy")
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+# Response codings aiohttp decodes itself (its session has auto_decompress on).
+_DECODED_CODINGS = frozenset(
+    {"gzip", "deflate", *(["br"] if HAS_BROTLI else []), *(["zstd"] if HAS_ZSTD else [])}
+)
 # aiohttp sets its own Date, Server and framing headers on the response to the client.
 _RESPONSE_DROPPED = frozenset(
-    {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+    {
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "date",
+        "server",
+    }
 )
 
 
@@ -41,20 +66,21 @@ def new_request_id() -> str:
 
 async def handle(request: web.Request, state: SidecarState) -> web.StreamResponse:
     """Proxy one request and write its audit record."""
-    route = state.router.match(request.path)
+    match = state.router.match(request.path)
+    destination = _destination(request, state, match)
     record = AuditRecord(
         request_id=new_request_id(),
-        route=route.path if route else "unmatched",
-        upstream=display_url(state.upstream.base_url),
+        route=match.name if match else "unmatched",
+        upstream=display_url(destination.url),
     )
     record.client = state.trail.identify_client(request.headers)
     # Every log line of this request, in any module, carries its id.
     structlog.contextvars.bind_contextvars(request_id=record.request_id)
-    adapter = route.adapter if route else None
+    adapter = match.adapter if match else None
     try:
         if adapter is not None:
-            return await _proxy(request, state, adapter, record)
-        return await _pass_through(request, state, record)
+            return await _proxy(request, state, adapter, record, destination)
+        return await _pass_through(request, state, record, match, destination)
     except RequestError as exc:
         record.status, record.error = exc.status, exc.code
         log.info("request_rejected", request_id=record.request_id, status=exc.status, code=exc.code)
@@ -63,29 +89,71 @@ async def handle(request: web.Request, state: SidecarState) -> web.StreamRespons
         record.status, record.error = 500, "internal_error"
         log.error("request_failed", request_id=record.request_id, **describe_exception(exc))
         return _error_response(adapter, _Internal(), record.request_id)
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client disconnects.
+        record.error = "client_disconnected"
+        log.info("client_disconnected", request_id=record.request_id)
+        raise
     finally:
         state.finish_request(record)
         structlog.contextvars.unbind_contextvars("request_id")
 
 
+@dataclass(frozen=True)
+class _Destination:
+    """Where a request goes: its route's upstream group, and the path with its query.
+
+    `group` None is the group of the `--upstream` URL; `url` is the primary's URL.
+    """
+
+    group: UpstreamGroup | None
+    url: str
+    path_qs: str
+    route_prefix: str | None = None
+
+
+def _destination(
+    request: web.Request, state: SidecarState, match: RouteMatch | None
+) -> _Destination:
+    group = match.route.group if match is not None else None
+    url = group.primary.url if group is not None else state.settings.upstream
+    path = match.path if match is not None else request.path
+    query = request.query_string
+    prefix = match.route.prefix if match is not None else None
+    return _Destination(group, url, path + ("?" + query if query else ""), prefix)
+
+
 async def _proxy(
-    request: web.Request, state: SidecarState, adapter: Adapter, record: AuditRecord
+    request: web.Request,
+    state: SidecarState,
+    adapter: Adapter,
+    record: AuditRecord,
+    destination: _Destination,
 ) -> web.StreamResponse:
     record.dialect = adapter.dialect
     # The request keeps this policy object to the end, even if a reload swaps in a new one.
-    policy = state.policies.select(request.headers.get(POLICY_HEADER))
+    route = destination.route_prefix
+    policy = state.policies.select(request.headers.get(POLICY_HEADER), route=route)
     raw = await _read_body(request)
-    body = parse_json_body(decode_content(raw, request.headers.get("Content-Encoding")), request.content_type)
+    body = parse_json_body(
+        decode_content(raw, request.headers.get("Content-Encoding")), request.content_type
+    )
     record.model = adapter.model(body)
     record.stream = adapter.is_stream(body)
     texts = adapter.collect(body)
 
-    record.policy_name, record.policy_hash, record.mode = policy.name, policy.content_hash, policy.mode
+    record.policy_name, record.policy_hash, record.mode = (
+        policy.name,
+        policy.content_hash,
+        policy.mode,
+    )
     plan = await _plan(state, policy, texts, record)
     if plan.blocked_counts and policy.mode is Mode.ENFORCE:
         record.blocked = True
         record.block_reason = _block_reason(plan.blocked_counts)
-        raise Blocked(f"request blocked by policy {policy.name!r}: it contains {record.block_reason}")
+        raise Blocked(
+            f"request blocked by policy {policy.name!r}: it contains {record.block_reason}"
+        )
 
     if policy.mode is Mode.ENFORCE and plan.changed:
         texts.write_back(plan.texts)
@@ -101,7 +169,10 @@ async def _proxy(
         if "Content-Encoding" in request.headers:
             headers["Content-Encoding"] = request.headers["Content-Encoding"]
     restorer = Restorer(plan.vault)
-    return await _forward(request, state, adapter, restorer, record, outgoing, headers)
+    sent = OutgoingRequest(request.method, destination.path_qs, tuple(headers.items()), outgoing)
+    build = ModelRewriter(sent, body, adapter.model(body), adapter.with_model)
+    forwarder = state.upstreams.forwarder(destination.group)
+    return await _forward(request, forwarder, adapter, restorer, record, build)
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -127,7 +198,9 @@ class _TooLarge(RequestError):
     code = "body_too_large"
 
 
-async def _plan(state: SidecarState, policy: Policy, texts: RequestTexts, record: AuditRecord) -> Plan:
+async def _plan(
+    state: SidecarState, policy: Policy, texts: RequestTexts, record: AuditRecord
+) -> Plan:
     scope = policy.scope
     in_scope = [slot for slot in texts.slots if getattr(scope, slot.part.value)]
     out_of_scope = [slot.text for slot in texts.slots if not getattr(scope, slot.part.value)]
@@ -142,7 +215,9 @@ async def _plan(state: SidecarState, policy: Policy, texts: RequestTexts, record
     )
     # Map the rewritten in-scope texts back onto every slot, in order.
     rewritten = iter(plan.texts)
-    plan.texts = [next(rewritten) if getattr(scope, slot.part.value) else slot.text for slot in texts.slots]
+    plan.texts = [
+        next(rewritten) if getattr(scope, slot.part.value) else slot.text for slot in texts.slots
+    ]
     return plan
 
 
@@ -152,35 +227,66 @@ def _block_reason(counts: dict[str, int]) -> str:
 
 async def _forward(
     request: web.Request,
-    state: SidecarState,
+    forwarder: Forwarder,
     adapter: Adapter,
     restorer: Restorer,
     record: AuditRecord,
-    body: bytes,
-    headers: Any,
+    build: RequestBuilder,
 ) -> web.StreamResponse:
     started = time.perf_counter()
-    async with state.upstream.send(request.method, request.path_qs, headers, body) as upstream:
-        record.status = upstream.status
-        record.time("first_byte", started)
-        if upstream.content_type == "text/event-stream":
-            response = await _relay_stream(request, upstream, adapter, restorer, record)
-        else:
-            response = await _relay_body(upstream, adapter, restorer, record)
-        record.time("upstream", started)
+    trace = UpstreamTrace()
+    try:
+        async with forwarder.exchange(build, trace, request_id=record.request_id) as upstream:
+            record.upstream = display_url(upstream.target.url)
+            _check_decoded(upstream.headers)
+            record.status = upstream.status
+            record.time("first_byte", started)
+            if upstream.body is None:
+                response = await _relay_stream(request, upstream, adapter, restorer, record)
+            else:
+                response = _relay_body(upstream, upstream.body, adapter, restorer, record)
+            record.time("upstream", started)
+    finally:
+        _record_trace(record, trace)
     return response
 
 
-def _response_headers(upstream: aiohttp.ClientResponse, request_id: str) -> dict[str, str]:
+def _record_trace(record: AuditRecord, trace: UpstreamTrace) -> None:
+    record.upstream_name = trace.served_by
+    record.attempts = trace.attempts
+    record.retries = trace.retries
+    record.failovers = trace.failovers
+    record.breaker_changes = trace.breaker_changes
+    record.stream_error = trace.stream_error
+
+
+class _UndecodableResponse(RequestError):
+    status = 502
+    code = "upstream_response_undecodable"
+
+
+def _check_decoded(headers: Mapping[str, str]) -> None:
+    """Raise `_UndecodableResponse` if aiohttp left the response body compressed."""
+    coding = headers.get("Content-Encoding", "").strip().lower()
+    if coding in ("", "identity") or coding in _DECODED_CODINGS:
+        return
+    raise _UndecodableResponse(
+        f"upstream response has Content-Encoding {coding!r}, which the sidecar cannot decode, "
+        "so it cannot restore the response; configure the upstream to send "
+        + ", ".join(sorted(_DECODED_CODINGS))
+        + " or an uncompressed body"
+    )
+
+
+def _response_headers(upstream: Exchange, request_id: str) -> dict[str, str]:
     headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _RESPONSE_DROPPED}
     headers[REQUEST_ID_HEADER] = request_id
     return headers
 
 
-async def _relay_body(
-    upstream: aiohttp.ClientResponse, adapter: Adapter, restorer: Restorer, record: AuditRecord
+def _relay_body(
+    upstream: Exchange, raw: bytes, adapter: Adapter, restorer: Restorer, record: AuditRecord
 ) -> web.Response:
-    raw = await upstream.read()
     headers = _response_headers(upstream, record.request_id)
     if restorer.pattern is None and upstream.content_type != "application/json":
         return web.Response(status=upstream.status, body=raw, headers=headers)
@@ -193,54 +299,125 @@ async def _relay_body(
     adapter.restore_body(document, restorer)
     record.usage = adapter.usage(document)
     return web.Response(
-        status=upstream.status, body=json.dumps(document, ensure_ascii=False).encode(), headers=headers
+        status=upstream.status,
+        body=json.dumps(document, ensure_ascii=False).encode(),
+        headers=headers,
     )
 
 
 async def _relay_stream(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Exchange,
     adapter: Adapter,
     restorer: Restorer,
     record: AuditRecord,
 ) -> web.StreamResponse:
-    response = web.StreamResponse(status=upstream.status, headers=_response_headers(upstream, record.request_id))
+    """Relay a stream of events, restored, at the pace at which the client reads it.
+
+    Each chunk is written before the next one is read, so a slow client slows
+    the upstream read.
+    """
+    response = web.StreamResponse(
+        status=upstream.status, headers=_response_headers(upstream, record.request_id)
+    )
     await response.prepare(request)
     decoder = SSEDecoder()
     transformer = adapter.stream_transformer(restorer)
     try:
-        async for chunk in upstream.content.iter_any():
-            out = [encode(e) for event in decoder.feed(chunk) for e in transformer.feed(event)]
+        while chunk := await upstream.next_chunk():
+            events = decoder.feed(chunk)
+            if any(transformer.is_error(event) for event in events):
+                upstream.record_error_event()
+            out = [encode(e) for event in events for e in transformer.feed(event)]
             if out:
                 await response.write(b"".join(out))
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-        record.error = "upstream_stream_failed"
-        log.warning("upstream_stream_failed", request_id=record.request_id, **describe_exception(exc))
-    tail = [encode(e) for event in decoder.flush() for e in transformer.feed(event)]
-    tail += [encode(e) for e in transformer.end()]
-    if tail:
-        await response.write(b"".join(tail))
-    record.usage = transformer.usage
-    await response.write_eof()
+        if upstream.failure is not None:
+            await _end_broken_stream(request, response, transformer, upstream.failure, record)
+            return response
+        tail = [encode(e) for event in decoder.flush() for e in transformer.feed(event)]
+        tail += [encode(e) for e in transformer.end()]
+        if tail:
+            await response.write(b"".join(tail))
+        record.usage = transformer.usage
+        await response.write_eof()
+    except ConnectionError:
+        # Leaving the exchange closes the upstream connection, which stops the generation.
+        record.error = "client_disconnected"
+        log.info("client_disconnected", request_id=record.request_id)
     return response
 
 
-async def _pass_through(request: web.Request, state: SidecarState, record: AuditRecord) -> web.StreamResponse:
+async def _end_broken_stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    transformer: StreamTransformer,
+    failure: ErrorKind,
+    record: AuditRecord,
+) -> None:
+    """End a stream whose upstream broke off: held-back text, then the dialect's error event.
+
+    The partial event at the break is dropped, and no final event such as
+    `[DONE]` is sent. Without an error event the connection closes without
+    the chunked terminator, which clients report as an incomplete response.
+    """
+    record.error = "upstream_stream_failed"
+    record.usage = transformer.usage
+    message = (
+        f"the upstream response broke off after it began to stream ({failure.value}); "
+        "the response is incomplete"
+    )
+    errors = transformer.error_events(message)
+    out = [encode(event) for event in (*transformer.end(), *errors)]
+    if out:
+        await response.write(b"".join(out))
+    if errors:
+        await response.write_eof()
+    elif request.transport is not None:
+        request.transport.close()
+
+
+async def _pass_through(
+    request: web.Request,
+    state: SidecarState,
+    record: AuditRecord,
+    match: RouteMatch | None,
+    destination: _Destination,
+) -> web.StreamResponse:
     has_body = request.can_read_body or request.content_length not in (None, 0)
-    if has_body or not state.router.passes_through(request.method, request.path):
-        covered = ", ".join(sorted(state.router.routes))
+    if has_body or match is None or not match.passes_through(request.method):
+        covered = ", ".join(state.router.covered())
         raise UnknownRoute(
             f"route {request.method} {request.path} is not covered by the PII policy, so it is not "
             f"forwarded; routes that are scanned: {covered}"
         )
     record.dialect = "passthrough"
     headers = forwardable_headers(request.headers)
-    async with state.upstream.send(request.method, request.path_qs, headers, None) as upstream:
-        record.status = upstream.status
-        body = await upstream.read()
-        return web.Response(
-            status=upstream.status, body=body, headers=_response_headers(upstream, record.request_id)
-        )
+    sent = OutgoingRequest(request.method, destination.path_qs, tuple(headers.items()))
+    forwarder = state.upstreams.forwarder(destination.group)
+    trace = UpstreamTrace()
+    try:
+        async with forwarder.exchange(
+            lambda target: sent, trace, request_id=record.request_id
+        ) as upstream:
+            record.upstream = display_url(upstream.target.url)
+            _check_decoded(upstream.headers)
+            record.status = upstream.status
+            return web.Response(
+                status=upstream.status,
+                body=await _whole_body(upstream),
+                headers=_response_headers(upstream, record.request_id),
+            )
+    finally:
+        _record_trace(record, trace)
+
+
+async def _whole_body(upstream: Exchange) -> bytes:
+    if upstream.body is not None:
+        return upstream.body
+    parts = []
+    while chunk := await upstream.next_chunk():
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _error_response(adapter: Adapter | None, exc: RequestError, request_id: str) -> web.Response:

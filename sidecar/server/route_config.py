@@ -17,6 +17,7 @@
         endpoints:                  # optional; default: every built-in endpoint
           /v1/chat/completions: openai.chat
         passthrough: [/v1/models, /v1/models/*]
+        policy: default             # optional: a policy name from --policy-dir
 
 The route with the longest `prefix` that contains the request path wins. Its
 `endpoints` map the forwarded path (after stripping) to a protocol adapter,
@@ -54,6 +55,8 @@ class RouteSettings(UpstreamGroup):
     """Forwarded path pattern → adapter name."""
 
     passthrough: tuple[str, ...] = DEFAULT_PASSTHROUGH
+    policy: str | None = Field(default=None, min_length=1)
+    """Name of the policy for this route; the policy store's default when unset."""
 
     @field_validator("prefix")
     @classmethod

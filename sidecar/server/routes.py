@@ -38,6 +38,7 @@ class Route:
     passthrough: tuple[str, ...] = DEFAULT_PASSTHROUGH
     strip_prefix: bool = False
     group: UpstreamGroup | None = None
+    policy: str | None = None
 
     def contains(self, path: str) -> bool:
         if self.prefix == "/":
@@ -93,6 +94,11 @@ class Router:
         endpoint = next((e for e in route.endpoints if fnmatchcase(forwarded, e.pattern)), None)
         return RouteMatch(route, forwarded, endpoint)
 
+    @property
+    def route_policies(self) -> dict[str, str]:
+        """Route prefix → policy name, for the routes that name a policy."""
+        return {route.prefix: route.policy for route in self.routes if route.policy}
+
     def covered(self) -> list[str]:
         """Return every scanned endpoint as clients call it, sorted."""
         names = set()
@@ -130,4 +136,5 @@ def _route(settings: RouteSettings) -> Route:
         passthrough=settings.passthrough,
         strip_prefix=settings.strip_prefix,
         group=group,
+        policy=settings.policy,
     )

@@ -20,18 +20,18 @@ from sidecar.metrics import Metrics
 from sidecar.policy.model import Policy
 from sidecar.policy.store import PolicyStore
 from sidecar.server.routes import Router, default_router
-from sidecar.upstream.client import UpstreamClient
+from sidecar.upstream.forward import UpstreamRegistry
 
 AuditWriter = Callable[[dict[str, Any]], None]
 
 
 @dataclass
 class SidecarState:
-    """Settings, policy, detector, upstream client and audit writer of one process."""
+    """Settings, policy, detector, upstream forwarders and audit writer of one process."""
 
     settings: Settings
     policies: PolicyStore
-    upstream: UpstreamClient
+    upstreams: UpstreamRegistry
     router: Router = field(default_factory=default_router)
     trail: AuditTrail = field(default_factory=lambda: AuditTrail(StdoutSink().write))
     metrics: Metrics = field(default_factory=Metrics)
