@@ -4,7 +4,7 @@ VENV ?= .venv
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test bench
+.PHONY: serve test lint
 
 serve:
 	scripts/install.sh $(VENV)
@@ -13,3 +13,8 @@ serve:
 test:
 	scripts/install.sh --test $(VENV)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint:
+	$(VENV)/bin/ruff check sidecar tests bench
+	$(VENV)/bin/ruff format --check sidecar
+	$(VENV)/bin/mypy

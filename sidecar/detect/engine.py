@@ -11,9 +11,9 @@ from presidio_analyzer.predefined_recognizers import EmailRecognizer
 
 from sidecar.detect.chunking import analyze_in_chunks
 from sidecar.detect.findings import Finding
-from sidecar.detect.recognizers import REPLACED_RECOGNIZERS, tuned_recognizers
 from sidecar.detect.offline import OfflineEmailRecognizer, OfflineSpacyNlpEngine
 from sidecar.detect.pipeline import IndexedContextEnhancer, trim_pipeline
+from sidecar.detect.recognizers import REPLACED_RECOGNIZERS, tuned_recognizers
 from sidecar.policy.model import Policy
 from sidecar.policy.runtime import runtime_of
 
@@ -72,11 +72,11 @@ class Detector:
         batch = self._nlp_engine.process_batch(
             [texts[i] for i in indexes], self.language, batch_size=NLP_BATCH_SIZE
         )
-        for i, (_, artifacts) in zip(indexes, batch, strict=True):
+        for i, processed in zip(indexes, batch, strict=True):
             analyzed = self._analyzer.analyze(
                 texts[i],
                 language=self.language,
-                nlp_artifacts=artifacts,
+                nlp_artifacts=processed[1],
                 ad_hoc_recognizers=ad_hoc or None,
             )
             findings = [_to_finding(result) for result in analyzed]

@@ -20,10 +20,29 @@ JSON = Any
 # adapter does not know field by field neither scans nor restores them.
 OPAQUE_KEYS = frozenset(
     {
-        "type", "id", "call_id", "item_id", "tool_use_id", "approval_request_id", "container_id",
-        "status", "role", "name", "server_label", "signature", "encrypted_content",
-        "encrypted_index", "data", "file_data", "file_id", "file_url", "image_url", "result",
-        "url", "media_type", "mime_type",
+        "type",
+        "id",
+        "call_id",
+        "item_id",
+        "tool_use_id",
+        "approval_request_id",
+        "container_id",
+        "status",
+        "role",
+        "name",
+        "server_label",
+        "signature",
+        "encrypted_content",
+        "encrypted_index",
+        "data",
+        "file_data",
+        "file_id",
+        "file_url",
+        "image_url",
+        "result",
+        "url",
+        "media_type",
+        "mime_type",
     }
 )
 
@@ -182,7 +201,10 @@ def openai_usage(document: JSON) -> dict[str, int] | None:
 
 
 class StreamTransformer(ABC):
-    """Restores a dialect's event stream, one event at a time; `usage` is set when the stream reports it."""
+    """Restores a dialect's event stream, one event at a time.
+
+    `usage` holds the token counts once the stream has reported them.
+    """
 
     usage: dict[str, int] | None = None
 
@@ -216,7 +238,10 @@ class Adapter(ABC):
 
     @abstractmethod
     def collect(self, body: dict[str, Any]) -> RequestTexts:
-        """Find every text the model will read, in reading order; raise `InvalidBody` on a bad shape."""
+        """Find every text the model will read, in reading order.
+
+        Raise `InvalidBody` when the body does not have the dialect's shape.
+        """
 
     @abstractmethod
     def restore_body(self, body: JSON, restorer: Restorer) -> None:

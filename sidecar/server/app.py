@@ -80,7 +80,9 @@ def create_app(
     return app
 
 
-def policy_store(settings: Settings, route_policies: Mapping[str, str] | None = None) -> PolicyStore:
+def policy_store(
+    settings: Settings, route_policies: Mapping[str, str] | None = None
+) -> PolicyStore:
     """Return the policy store the settings describe: one file, or a directory and a default.
 
     `route_policies` maps route prefixes to policy names; the store checks

@@ -1,4 +1,4 @@
-# ruff: noqa: E501 (value tables)
+
 """Pools of synthetic values for the corpus templates, and the slot → value mapping."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# ruff: noqa: E501, UP031 (texts keep the long lines of real code and logs)
+# ruff: noqa: UP031 (texts keep the long lines of real code and logs)
 """Technical texts with no PII: code, traces, logs, configs and data formats.
 
 Most texts contain no labelled span at all, so every finding in them is a
