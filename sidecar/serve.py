@@ -11,7 +11,7 @@ from aiohttp import web
 
 from sidecar.config import Settings
 from sidecar.logs import configure_logging, get_logger
-from sidecar.server.app import SERVER_OPTIONS, STATE, create_app
+from sidecar.server.app import SERVER_OPTIONS, STATE, create_app, wait_until_loaded
 
 log = get_logger("sidecar.serve")
 # glibc's `mallopt` parameter for the maximum number of malloc arenas (M_ARENA_MAX).
@@ -68,6 +68,12 @@ async def serve(settings: Settings) -> int:
         **SERVER_OPTIONS,
     )
     await runner.setup()
+    if settings.workers > 1 and not await wait_until_loaded(app):
+        # With SO_REUSEPORT the kernel hands connections to every listening
+        # worker, so a worker listens only once it can serve them.
+        log.error("worker_not_ready", model=settings.model)
+        await runner.cleanup()
+        return 1
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.workers > 1)
     await site.start()
     log.info("sidecar_listening", host=settings.host, port=settings.port)

@@ -9,6 +9,7 @@ anything, including a CRLF pair or a multi-byte UTF-8 character.
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass, field
 
 
@@ -27,14 +28,25 @@ class Event:
         return Event(event=self.event, data=data, id=self.id, retry=self.retry, modified=True)
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+# The largest event the decoder buffers, in characters. Providers send events
+# of a few kilobytes, and a larger one means a broken or hostile upstream.
+MAX_EVENT_CHARS = 8 * 1024 * 1024
+
+
+class SSEError(ValueError):
+    """The event stream is malformed beyond recovery, such as an event over `MAX_EVENT_CHARS`."""
+
+
 class SSEDecoder:
     """Turns a byte stream into `Event`s with `feed()` and `flush()`."""
 
     def __init__(self) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._partial_line = ""
+        self._partial: list[str] = []
         self._lines: list[str] = []
         self._pending_cr = False
+        self._buffered = 0
 
     def feed(self, chunk: bytes) -> list[Event]:
         return self._feed_text(self._utf8.decode(chunk))
@@ -42,9 +54,10 @@ class SSEDecoder:
     def flush(self) -> list[Event]:
         """Return the events left when the stream ends, including an unterminated last one."""
         events = self._feed_text(self._utf8.decode(b"", final=True))
-        if self._partial_line:
-            self._lines.append(self._partial_line)
-            self._partial_line = ""
+        partial = "".join(self._partial)
+        self._partial = []
+        if partial:
+            self._lines.append(partial)
         if self._lines:
             event = _parse_event(self._lines)
             self._lines = []
@@ -53,17 +66,22 @@ class SSEDecoder:
         return events
 
     def _feed_text(self, text: str) -> list[Event]:
-        events: list[Event] = []
         if not text:
-            return events
+            return []
         if self._pending_cr and text.startswith("\n"):
             text = text[1:]
-        self._pending_cr = False
-        for line, ended in _split_lines(self._partial_line + text):
-            if not ended:
-                self._partial_line = line
-                break
-            self._partial_line = ""
+        # A CR at the end of a read may be the first half of a CRLF.
+        self._pending_cr = text.endswith("\r")
+        self._buffered += len(text)
+        if "\n" not in text and "\r" not in text:
+            # Keep the pieces of a long line apart: joining them on every read is quadratic.
+            self._partial.append(text)
+            self._check_size()
+            return []
+        lines = _LINE_END.split("".join(self._partial) + text)
+        self._partial = [lines.pop()]
+        events = []
+        for line in lines:
             if line:
                 self._lines.append(line)
                 continue
@@ -71,25 +89,13 @@ class SSEDecoder:
             self._lines = []
             if event is not None:
                 events.append(event)
-        self._pending_cr = text.endswith("\r")
+        self._buffered = sum(map(len, self._lines)) + len(self._partial[0])
+        self._check_size()
         return events
 
-
-def _split_lines(text: str) -> list[tuple[str, bool]]:
-    """Split at CRLF, LF or CR; the last piece is flagged unterminated."""
-    lines: list[tuple[str, bool]] = []
-    start = 0
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char in "\r\n":
-            lines.append((text[start:i], True))
-            if char == "\r" and i + 1 < len(text) and text[i + 1] == "\n":
-                i += 1
-            start = i + 1
-        i += 1
-    lines.append((text[start:], False))
-    return lines
+    def _check_size(self) -> None:
+        if self._buffered > MAX_EVENT_CHARS:
+            raise SSEError(f"an event of the stream is longer than {MAX_EVENT_CHARS} characters")
 
 
 def _parse_event(lines: list[str]) -> Event | None:

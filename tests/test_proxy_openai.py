@@ -355,3 +355,27 @@ async def test_canaries_never_logged_or_audited(
     assert len(sidecar.audits) == 4
     for canary in canaries:
         assert canary not in recorded
+
+
+async def test_reply_is_prefetched_for_next_turn(
+    sidecar: RunningSidecar, fake_upstream: RunningUpstream
+) -> None:
+    from sidecar.server.app import STATE
+
+    state = sidecar.app[STATE]
+    client = async_client(sidecar)
+    for stream in (False, True):
+        first = conversation()
+        reply = await client.chat.completions.create(model="gpt-4o", messages=first, stream=stream)
+        if isinstance(reply, openai.AsyncStream):
+            text = "".join([c.choices[0].delta.content or "" async for c in reply if c.choices])
+        else:
+            text = reply.choices[0].message.content or ""
+        for _ in range(200):
+            if state.detections_in_flight == 0 and state.findings_cache.lookup(
+                state.detector, [text], state.policies.current
+            ):
+                break
+            await asyncio.sleep(0.01)
+        assert state.findings_cache.lookup(state.detector, [text], state.policies.current) is not None
+        state.findings_cache.clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.sse import Event, SSEDecoder, encode
+from sidecar.sse import MAX_EVENT_CHARS, Event, SSEDecoder, SSEError, encode
 
 STREAM = (
     'data: {"a": "h\u00e9llo \U0001f600"}\n\n'
@@ -62,3 +62,17 @@ def test_encode_unmodified_event_is_identical(raw: bytes) -> None:
 def test_encode_modified_event_multiline() -> None:
     event = Event(event="e").with_data("a\nb")
     assert encode(event) == b"event: e\ndata: a\ndata: b\n\n"
+
+
+def test_decoder_rejects_oversized_event() -> None:
+    decoder = SSEDecoder()
+    chunk = b"x" * 65536
+    with pytest.raises(SSEError):
+        for _ in range(MAX_EVENT_CHARS // len(chunk) + 2):
+            decoder.feed(chunk)
+
+
+def test_decoder_long_line_in_many_reads() -> None:
+    line = b"data: " + b"y" * 200_000 + b"\n\n"
+    chunks = [line[i : i + 1000] for i in range(0, len(line), 1000)]
+    assert decode_all(chunks) == [(None, "y" * 200_000)]

@@ -208,6 +208,10 @@ class StreamTransformer(ABC):
 
     usage: dict[str, int] | None = None
 
+    def reply_texts(self) -> list[str]:
+        """Return the restored texts of the reply, as a client sends them back as history."""
+        return []
+
     @abstractmethod
     def feed(self, event: Event) -> list[Event]:
         """Return the events to send for one upstream event."""
@@ -254,6 +258,10 @@ class Adapter(ABC):
     @abstractmethod
     def error_body(self, status: int, code: str, message: str) -> dict[str, Any]:
         """Return an error body in this dialect's format."""
+
+    def reply_texts(self, document: JSON) -> list[str]:
+        """Return the restored texts of a complete reply, as a client sends them back as history."""
+        return []
 
     def usage(self, document: JSON) -> dict[str, int] | None:
         """Return the token counts of a complete response body."""

@@ -70,6 +70,16 @@ class OpenAIChatAdapter(Adapter):
     def stream_transformer(self, restorer: Restorer) -> StreamTransformer:
         return ChatStreamTransformer(restorer)
 
+    def reply_texts(self, document: JSON) -> list[str]:
+        choices = document.get("choices") if isinstance(document, dict) else None
+        texts = []
+        for choice in choices if isinstance(choices, list) else []:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str) and content:
+                texts.append(content)
+        return texts
+
     def error_body(self, status: int, code: str, message: str) -> dict[str, Any]:
         return openai_error_body(status, code, message)
 
@@ -142,6 +152,7 @@ class ChatStreamTransformer(StreamTransformer):
         self._restorer = restorer
         self._streams: dict[tuple[int, str, int], StreamRestorer] = {}
         self._last_chunk: dict[str, Any] = {}
+        self._content: dict[int, list[str]] = {}
 
     def feed(self, event: Event) -> list[Event]:
         if event.data.strip() == "[DONE]":
@@ -194,6 +205,15 @@ class ChatStreamTransformer(StreamTransformer):
         if choice.get("finish_reason") is not None:
             self._flush_choice(index, delta)
             choice["delta"] = delta
+        self._keep_content(index, delta)
+
+    def _keep_content(self, index: int, delta: dict[str, Any]) -> None:
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            self._content.setdefault(index, []).append(content)
+
+    def reply_texts(self) -> list[str]:
+        return ["".join(pieces) for _, pieces in sorted(self._content.items())]
 
     def _stream(self, choice: int, field: str, tool: int) -> StreamRestorer:
         key = (choice, field, tool)
@@ -233,6 +253,7 @@ class ChatStreamTransformer(StreamTransformer):
         for index in sorted({choice for choice, _, _ in self._streams}):
             delta: dict[str, Any] = {}
             if self._flush_choice(index, delta):
+                self._keep_content(index, delta)
                 choices.append({"index": index, "delta": delta, "finish_reason": None})
         if not choices:
             return []

@@ -191,3 +191,11 @@ async def _stop(app: web.Application) -> None:
     # Cleanup runs after in-flight requests have finished, so every record is queued by now.
     await asyncio.to_thread(state.trail.close)
     log.info("sidecar_stopped")
+
+
+async def wait_until_loaded(app: web.Application) -> bool:
+    """Wait for the background load of the NER model; return whether the app is ready."""
+    loader = app.get(_LOADER)
+    if loader is not None:
+        await asyncio.shield(loader)
+    return app[STATE].ready

@@ -25,7 +25,7 @@ from sidecar.redact.restore import Restorer
 from sidecar.server.bodies import decode_content, parse_json_body
 from sidecar.server.routes import RouteMatch
 from sidecar.server.state import SidecarState
-from sidecar.sse import SSEDecoder, encode
+from sidecar.sse import SSEDecoder, SSEError, encode
 from sidecar.upstream.client import display_url, forwardable_headers
 from sidecar.upstream.events import UpstreamTrace
 from sidecar.upstream.forward import (
@@ -172,7 +172,13 @@ async def _proxy(
     sent = OutgoingRequest(request.method, destination.path_qs, tuple(headers.items()), outgoing)
     build = ModelRewriter(sent, body, adapter.model(body), adapter.with_model)
     forwarder = state.upstreams.forwarder(destination.group)
-    return await _forward(request, forwarder, adapter, restorer, record, build)
+    replies: list[str] = []
+    response = await _forward(request, forwarder, adapter, restorer, record, build, replies)
+    if policy.scope.assistant:
+        # The client sends the reply back as history next turn: analysing it now
+        # makes that turn a cache hit instead of new work on its critical path.
+        state.prefetch(replies, policy)
+    return response
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -232,7 +238,9 @@ async def _forward(
     restorer: Restorer,
     record: AuditRecord,
     build: RequestBuilder,
+    replies: list[str],
 ) -> web.StreamResponse:
+    """Forward the request; `replies` receives the restored reply texts of a complete response."""
     started = time.perf_counter()
     trace = UpstreamTrace()
     try:
@@ -242,9 +250,11 @@ async def _forward(
             record.status = upstream.status
             record.time("first_byte", started)
             if upstream.body is None:
-                response = await _relay_stream(request, upstream, adapter, restorer, record)
+                response = await _relay_stream(
+                    request, upstream, adapter, restorer, record, replies
+                )
             else:
-                response = _relay_body(upstream, upstream.body, adapter, restorer, record)
+                response = _relay_body(upstream, upstream.body, adapter, restorer, record, replies)
             record.time("upstream", started)
     finally:
         _record_trace(record, trace)
@@ -285,7 +295,12 @@ def _response_headers(upstream: Exchange, request_id: str) -> dict[str, str]:
 
 
 def _relay_body(
-    upstream: Exchange, raw: bytes, adapter: Adapter, restorer: Restorer, record: AuditRecord
+    upstream: Exchange,
+    raw: bytes,
+    adapter: Adapter,
+    restorer: Restorer,
+    record: AuditRecord,
+    replies: list[str],
 ) -> web.Response:
     headers = _response_headers(upstream, record.request_id)
     if restorer.pattern is None and upstream.content_type != "application/json":
@@ -298,6 +313,8 @@ def _relay_body(
         return web.Response(status=upstream.status, body=restored, headers=headers)
     adapter.restore_body(document, restorer)
     record.usage = adapter.usage(document)
+    if upstream.status == 200:
+        replies += adapter.reply_texts(document)
     return web.Response(
         status=upstream.status,
         body=json.dumps(document, ensure_ascii=False).encode(),
@@ -311,6 +328,7 @@ async def _relay_stream(
     adapter: Adapter,
     restorer: Restorer,
     record: AuditRecord,
+    replies: list[str],
 ) -> web.StreamResponse:
     """Relay a stream of events, restored, at the pace at which the client reads it.
 
@@ -325,7 +343,13 @@ async def _relay_stream(
     transformer = adapter.stream_transformer(restorer)
     try:
         while chunk := await upstream.next_chunk():
-            events = decoder.feed(chunk)
+            try:
+                events = decoder.feed(chunk)
+            except SSEError:
+                await _end_broken_stream(
+                    request, response, transformer, ErrorKind.CONNECTION_ERROR, record
+                )
+                return response
             if any(transformer.is_error(event) for event in events):
                 upstream.record_error_event()
             out = [encode(e) for event in events for e in transformer.feed(event)]
@@ -340,6 +364,7 @@ async def _relay_stream(
             await response.write(b"".join(tail))
         record.usage = transformer.usage
         await response.write_eof()
+        replies += transformer.reply_texts()
     except ConnectionError:
         # Leaving the exchange closes the upstream connection, which stops the generation.
         record.error = "client_disconnected"

@@ -16,11 +16,14 @@ from sidecar.detect.cache import FindingsCache
 from sidecar.detect.engine import Detector
 from sidecar.detect.findings import Finding
 from sidecar.errors import DetectorFailed
+from sidecar.logs import describe_exception, get_logger
 from sidecar.metrics import Metrics
 from sidecar.policy.model import Policy
 from sidecar.policy.store import PolicyStore
 from sidecar.server.routes import Router, default_router
 from sidecar.upstream.forward import UpstreamRegistry
+
+log = get_logger("sidecar.state")
 
 AuditWriter = Callable[[dict[str, Any]], None]
 
@@ -45,14 +48,37 @@ class SidecarState:
     # Findings of texts analyzed before, so resent chat history is not analyzed again.
     findings_cache: FindingsCache = field(init=False)
 
+    # Analyses of requests waiting for or holding the detection thread.
+    detections_in_flight: int = field(default=0, init=False)
+
     def __post_init__(self) -> None:
         self.findings_cache = FindingsCache(
             self.settings.detect_cache_entries, self.settings.detect_cache_bytes
         )
 
+    def prefetch(self, texts: list[str], policy: Policy) -> None:
+        """Analyse texts a client will probably send next, in the background, into the cache.
+
+        Nothing is queued while a request waits for detection, so prefetching
+        never delays a request; the reply is then analysed when it comes back.
+        """
+        detector = self.detector
+        if detector is None or not texts or not self.findings_cache.enabled:
+            return
+        if self.detections_in_flight or self.findings_cache.lookup(detector, texts, policy):
+            return
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self.executor, self.findings_cache.analyze, detector, texts, policy
+        )
+        future.add_done_callback(_log_prefetch_failure)
+
     def finish_request(self, record: AuditRecord) -> None:
         """Complete and write the audit record of a finished request, and count it."""
         self.metrics.observe(self.trail.finish(record))
+
+    def _detection_done(self, future: asyncio.Future[Any]) -> None:
+        self.detections_in_flight -= 1
 
     @property
     def ready(self) -> bool:
@@ -78,6 +104,8 @@ class SidecarState:
         future = loop.run_in_executor(
             self.executor, self.findings_cache.analyze, detector, texts, policy
         )
+        self.detections_in_flight += 1
+        future.add_done_callback(self._detection_done)
         try:
             return await asyncio.wait_for(future, self.settings.detect_timeout)
         except TimeoutError as exc:
@@ -89,3 +117,11 @@ class SidecarState:
             raise DetectorFailed(
                 f"PII detection failed ({type(exc).__name__}); the request was not forwarded"
             ) from exc
+
+
+def _log_prefetch_failure(future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        log.warning("prefetch_failed", **describe_exception(exc))

@@ -5,9 +5,10 @@ client error to `ErrorKind.CONNECTION_ERROR`, and every expired deadline of
 `AttemptTimer` to that deadline's kind, where they are raised.
 
 The session keeps a pool of keep-alive connections per upstream host. It takes
-outbound proxies from HTTP_PROXY, HTTPS_PROXY and NO_PROXY (aiohttp's
-`trust_env`), and verifies TLS against the system's CAs, or against a CA
-bundle file that replaces them.
+outbound proxies from HTTP_PROXY, HTTPS_PROXY and NO_PROXY, looked up once per
+upstream host and then cached, because aiohttp's `trust_env` repeats the
+lookup, including a read of ~/.netrc, on every request. It verifies TLS
+against the system's CAs, or against a CA bundle file that replaces them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from sidecar.errors import ConfigError
 from sidecar.upstream.retry import ErrorKind
@@ -113,6 +116,7 @@ class UpstreamClient:
         """Load the CA bundle now, so that an invalid one stops the sidecar at startup."""
         self._ssl = build_ssl_context(ca_bundle)
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str | None, int | None], _Proxy] = {}
 
     async def start(self) -> None:
         trace = aiohttp.TraceConfig()
@@ -124,7 +128,7 @@ class UpstreamClient:
             connector=connector,
             timeout=aiohttp.ClientTimeout(),
             auto_decompress=True,
-            trust_env=True,
+            trust_env=False,
             trace_configs=[trace],
         )
 
@@ -152,12 +156,15 @@ class UpstreamClient:
         try:
             async with asyncio.timeout_at(timer.current.when) as timeout:
                 phase.timeout = timeout
+                proxy, proxy_auth = self._proxy_for(url)
                 response = await self._session.request(
                     method,
                     url,
                     headers=list(headers),
                     data=body,
                     allow_redirects=False,
+                    proxy=proxy,
+                    proxy_auth=proxy_auth,
                     trace_request_ctx=phase,
                 )
         except TimeoutError as exc:
@@ -167,6 +174,22 @@ class UpstreamClient:
         finally:
             phase.timeout = None
         return AttemptResponse(response, timer, loop)
+
+    def _proxy_for(self, url: str) -> _Proxy:
+        """Return the outbound proxy for `url` from the environment, cached per host."""
+        target = URL(url)
+        key = (target.scheme, target.host, target.port)
+        proxy = self._proxies.get(key)
+        if proxy is None:
+            try:
+                proxy = get_env_proxy_for_url(target)
+            except LookupError:
+                proxy = (None, None)
+            self._proxies[key] = proxy
+        return proxy
+
+
+_Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
 
 
 class _PhaseClock:
