@@ -69,7 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy(commands)
     audit_cli.register(commands)
     _add_scan(commands)
+    _add_eval(commands)
     return parser
+
+
+def _add_eval(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from sidecar import evaluate
+
+    command = commands.add_parser(
+        "eval", help=evaluate.DESCRIPTION.rstrip(".").lower(), description=evaluate.DESCRIPTION
+    )
+    evaluate.add_arguments(command)
+    command.set_defaults(handler=evaluate.run)
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

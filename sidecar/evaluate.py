@@ -462,12 +462,18 @@ def format_report(reports: Sequence[tuple[str, Report]], limit: int) -> str:
 # --- command line -----------------------------------------------------------
 
 
+DESCRIPTION = "Score PII detection against a span-labelled JSON Lines corpus."
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of `pii-sidecar eval`."""
-    parser = argparse.ArgumentParser(
-        prog="pii-sidecar eval",
-        description="Score PII detection against a span-labelled JSON Lines corpus.",
-    )
+    parser = argparse.ArgumentParser(prog="pii-sidecar eval", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `pii-sidecar eval` to `parser`."""
     parser.add_argument(
         "--policy",
         type=Path,
@@ -504,12 +510,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write the figures as JSON to this file",
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `pii-sidecar eval`; return the process exit status."""
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score the sidecar's detector, and Presidio's default with `--baseline`.
+
+    The sidecar run uses the real `Detector` with the policy, so the policy's
+    own recognizers, allow list and deny list count as they do in the proxy.
+    """
     try:
         policy = load_policy(args.policy or _builtin_default_policy())
         corpus = load_corpus(args.corpus)
@@ -518,12 +531,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     # Imported here so that scoring and its tests do not load Presidio or spaCy.
-    from sidecar.detect.recognizers.analyzers import detect_with, load_analyzers
+    from sidecar.detect.engine import Detector
+    from sidecar.detect.recognizers.analyzers import (
+        BASELINE_NAME,
+        TUNED_NAME,
+        detect_with,
+        presidio_default_analyzer,
+    )
 
-    analyzers = load_analyzers(args.model, baseline=args.baseline)
+    detector = Detector(model=args.model)
     reports = [
-        (name, evaluate(corpus, detect_with(analyzer), policy)) for name, analyzer in analyzers
+        (TUNED_NAME, evaluate(corpus, lambda texts: detector.analyze(texts, policy), policy))
     ]
+    if args.baseline:
+        baseline = presidio_default_analyzer(detector.nlp_engine)
+        reports.append((BASELINE_NAME, evaluate(corpus, detect_with(baseline), policy)))
     print(format_report(reports, args.limit))
     if args.json is not None:
         args.json.write_text(json.dumps(report_figures(reports), indent=2) + "\n", encoding="utf-8")

@@ -645,3 +645,30 @@ def test_adversarial_input_completes(analyzer: AnalyzerEngine, text: str) -> Non
     results = analyze(analyzer, text)
 
     assert all(result.entity_type == SECRET for result in results)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("The password for the staging admin is oZsmDpRvBz#GKB now.", "oZsmDpRvBz#GKB", id="is"),
+        pytest.param("api key " + "b8f7" * 8 + " for the weather service", "b8f7" * 8, id="hex-after-name"),
+        pytest.param("Your api key: sk_abcDEF12345678.", "sk_abcDEF12345678", id="colon-sentence-end"),
+    ],
+)
+def test_prose_credential_found(analyzer: AnalyzerEngine, text: str, expected: str) -> None:
+    spans = found_spans(analyze(analyzer, text))
+    assert [text[start:end] for start, end in sorted(spans)] == [expected]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("the token is expired", id="word"),
+        pytest.param("the password is required.", id="required"),
+        pytest.param("the password: correct horse battery staple", id="passphrase-words"),
+        pytest.param("token count is 12345678", id="digits-only"),
+        pytest.param("Secret access key\nAKIA is the prefix", id="next-line"),
+    ],
+)
+def test_prose_without_credential(analyzer: AnalyzerEngine, text: str) -> None:
+    assert found_spans(analyze(analyzer, text)) == set()

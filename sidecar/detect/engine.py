@@ -51,6 +51,11 @@ class Detector:
             context_aware_enhancer=IndexedContextEnhancer(),
         )
 
+    @property
+    def nlp_engine(self) -> OfflineSpacyNlpEngine:
+        """The loaded spaCy engine, for analyzers that share the model."""
+        return self._nlp_engine
+
     def analyze(self, texts: Sequence[str], policy: Policy) -> list[list[Finding]]:
         """Return the findings of each text, in the order of `texts`.
 

@@ -734,6 +734,58 @@ class CredentialAssignmentRecognizer(SecretRecognizer):
     )
 
 
+def _looks_generated(match: re.Match[str]) -> bool:
+    """Accept a value that looks machine-made rather than like a word of the sentence.
+
+    It needs three of lower case, upper case, digits and symbols, or at least
+    20 characters with two of them, or 32 or more hexadecimal digits.
+    """
+    value = match.group("secret")
+    classes = sum(
+        (
+            any(c.islower() for c in value),
+            any(c.isupper() for c in value),
+            any(c.isdigit() for c in value),
+            any(not c.isalnum() for c in value),
+        )
+    )
+    if len(value) >= 32 and all(c in "0123456789abcdefABCDEF" for c in value):
+        return True
+    return classes >= 3 or (len(value) >= 20 and classes >= 2)
+
+
+_PROSE_NAME = (
+    r"(?i:\b(?:pass(?:word|phrase|code)|pwd|secret|token"
+    r"|(?:api|access|secret|private|auth)[ _-]?(?:key|token)))\b"
+)
+# A value is on the same line as its name, and ends before white space or
+# before punctuation that ends the sentence.
+_PROSE_VALUE = r"(?P<secret>[^\s\"'`<>()\[\]{}]{6,128}?)(?=[.,;:!?]*(?:\s|$))"
+
+
+class ProseCredentialRecognizer(SecretRecognizer):
+    """Credentials written in a sentence: "the password for staging is ...", "api key ...".
+
+    Only values that look machine-made are taken, so "the token is expired"
+    or "the password is required" is not a finding.
+    """
+
+    PATTERNS = (
+        PatternSpec(
+            "prose_credential_is",
+            _PROSE_NAME + r"[^\n.]{0,40}?\b(?:is|was|=|:)[ \t]+" + _PROSE_VALUE,
+            0.75,
+            _looks_generated,
+        ),
+        PatternSpec(
+            "prose_credential_after_name",
+            _PROSE_NAME + r"[ \t]+" + _PROSE_VALUE,
+            0.75,
+            _looks_generated,
+        ),
+    )
+
+
 _RECOGNIZER_CLASSES: tuple[type[SecretRecognizer], ...] = (
     OpenAIKeyRecognizer,
     AnthropicKeyRecognizer,
@@ -751,6 +803,7 @@ _RECOGNIZER_CLASSES: tuple[type[SecretRecognizer], ...] = (
     CommandLinePasswordRecognizer,
     AuthorizationHeaderRecognizer,
     CredentialAssignmentRecognizer,
+    ProseCredentialRecognizer,
 )
 
 
