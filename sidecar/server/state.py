@@ -24,6 +24,9 @@ from sidecar.server.routes import Router, default_router
 from sidecar.upstream.forward import UpstreamRegistry
 
 log = get_logger("sidecar.state")
+# Longer replies are not analysed ahead: the work and memory of a long analysis
+# outweigh the latency it saves on the next turn.
+MAX_PREFETCH_CHARS = 32 * 1024
 
 AuditWriter = Callable[[dict[str, Any]], None]
 
@@ -63,6 +66,7 @@ class SidecarState:
         never delays a request; the reply is then analysed when it comes back.
         """
         detector = self.detector
+        texts = [text for text in texts if len(text) <= MAX_PREFETCH_CHARS]
         if detector is None or not texts or not self.findings_cache.enabled:
             return
         if self.detections_in_flight or self.findings_cache.lookup(detector, texts, policy):
