@@ -55,6 +55,9 @@ _SERVE_HELP = {
     "max_body_bytes": "largest request body accepted, in bytes",
     "workers": "number of worker processes sharing the port",
     "grace_period": "seconds in-flight requests get to finish after SIGTERM",
+    "metrics_host": "address of the metrics and health listener",
+    "metrics_port": "TCP port of a listener that serves only /metrics, /healthz and /readyz, so "
+    "a scraper needs no access to the proxy; 0 turns it off",
 }
 
 

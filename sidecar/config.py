@@ -56,6 +56,8 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     workers: int = 1
     grace_period: float = 20.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         # With a policy directory, an empty `policy` selects the policy named "default".
@@ -79,6 +81,11 @@ class Settings:
             raise ConfigError(
                 f"detect cache limits ({self.detect_cache_entries} entries, "
                 f"{self.detect_cache_bytes} bytes) must be 0 (cache off) or positive"
+            )
+        if not 0 <= self.metrics_port < 65536 or self.metrics_port == self.port:
+            raise ConfigError(
+                f"metrics port {self.metrics_port} must be 0 (metrics on the proxy port only) or "
+                f"a port between 1 and 65535 other than the proxy port {self.port}"
             )
         if self.workers < 1:
             raise ConfigError(f"workers {self.workers} must be at least 1")

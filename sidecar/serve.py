@@ -11,7 +11,13 @@ from aiohttp import web
 
 from sidecar.config import Settings
 from sidecar.logs import configure_logging, get_logger
-from sidecar.server.app import SERVER_OPTIONS, STATE, create_app, wait_until_loaded
+from sidecar.server.app import (
+    SERVER_OPTIONS,
+    STATE,
+    create_app,
+    create_metrics_app,
+    wait_until_loaded,
+)
 
 log = get_logger("sidecar.serve")
 # glibc's `mallopt` parameter for the maximum number of malloc arenas (M_ARENA_MAX).
@@ -77,6 +83,7 @@ async def serve(settings: Settings) -> int:
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.workers > 1)
     await site.start()
     log.info("sidecar_listening", host=settings.host, port=settings.port)
+    metrics_runner = await _start_metrics_listener(app, settings)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,4 +94,24 @@ async def serve(settings: Settings) -> int:
     app[STATE].draining = True
     log.info("sidecar_draining", grace_period_seconds=settings.grace_period)
     await runner.cleanup()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     return 0
+
+
+async def _start_metrics_listener(app: web.Application, settings: Settings) -> web.AppRunner | None:
+    """Serve /metrics and the health endpoints on their own port, if one is set.
+
+    NOTE: with several workers every worker listens on the port, and each
+    scrape reaches one of them, so counters are per worker, not per pod.
+    """
+    if not settings.metrics_port:
+        return None
+    runner = web.AppRunner(create_metrics_app(app), handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.metrics_host, settings.metrics_port, reuse_port=settings.workers > 1
+    )
+    await site.start()
+    log.info("metrics_listening", host=settings.metrics_host, port=settings.metrics_port)
+    return runner

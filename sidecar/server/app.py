@@ -125,6 +125,20 @@ def _upstream_registry(settings: Settings, router: Router) -> UpstreamRegistry:
     return registry
 
 
+def create_metrics_app(app: web.Application) -> web.Application:
+    """Build the listener that serves only /metrics and the health endpoints of `app`.
+
+    A Prometheus scraper or a kubelet probe reaches it without being able to
+    send requests through the proxy, which may hold injected API keys.
+    """
+    metrics_app = web.Application()
+    metrics_app[STATE] = app[STATE]
+    metrics_app.router.add_get("/healthz", _healthz)
+    metrics_app.router.add_get("/readyz", _readyz)
+    metrics_app.router.add_get("/metrics", _metrics)
+    return metrics_app
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
