@@ -60,6 +60,7 @@ INSTALL_SCRIPT = ROOT / "scripts" / "install.sh"
 
 SIDECAR = "pii-sidecar"
 APP = "app"
+METRICS_PORT_NAME = "metrics"
 POLICY_CONFIG_MAP = "pii-sidecar-policies"
 OPENAI_URL = "https://api.openai.com"
 ANTHROPIC_URL = "https://api.anthropic.com"
@@ -507,12 +508,14 @@ def test_probes_use_health_endpoints(manifests: Manifests) -> None:
 
 
 @pytest.mark.parametrize("probe", ["startupProbe", "readinessProbe", "livenessProbe"])
-def test_probe_port_matches_sidecar_port(manifests: Manifests, probe: str) -> None:
+def test_probe_uses_metrics_port(manifests: Manifests, probe: str) -> None:
+    # The kubelet probes the pod IP, which the loopback-only proxy does not serve.
     sidecar_container = manifests.container(SIDECAR)
     port = sidecar_container[probe]["httpGet"]["port"]
-    configured = int(manifests.environment(SIDECAR)["PII_SIDECAR_PORT"])
+    environment = manifests.environment(SIDECAR)
 
-    assert container_port(sidecar_container, port) == configured
+    assert port == METRICS_PORT_NAME
+    assert container_port(sidecar_container, port) == int(environment["PII_SIDECAR_METRICS_PORT"])
 
 
 def test_startup_probe_allows_model_loading(manifests: Manifests) -> None:
@@ -521,16 +524,30 @@ def test_startup_probe_allows_model_loading(manifests: Manifests) -> None:
     assert probe["periodSeconds"] * probe["failureThreshold"] >= 60
 
 
-def test_sidecar_binds_all_interfaces_only_for_scraping(manifests: Manifests) -> None:
-    host = manifests.environment(SIDECAR)["PII_SIDECAR_HOST"]
-    scraped = manifests.pod_annotations.get("prometheus.io/scrape") == "true"
+def test_proxy_listens_on_loopback(manifests: Manifests) -> None:
+    # The proxy sends the sidecar's API keys, so only the pod's containers may reach it.
+    assert manifests.environment(SIDECAR)["PII_SIDECAR_HOST"] == "127.0.0.1"
 
-    assert host == ("0.0.0.0" if scraped else "127.0.0.1")
+
+def test_metrics_listener_listens_on_pod_ip(manifests: Manifests) -> None:
+    environment = manifests.environment(SIDECAR)
+
+    assert environment["PII_SIDECAR_METRICS_HOST"] == "0.0.0.0"
+    assert int(environment["PII_SIDECAR_METRICS_PORT"]) != int(environment["PII_SIDECAR_PORT"])
+
+
+def test_sidecar_declares_only_metrics_port(manifests: Manifests) -> None:
+    sidecar_container = manifests.container(SIDECAR)
+    declared = {port["containerPort"] for port in sidecar_container["ports"]}
+    metrics_port = int(manifests.environment(SIDECAR)["PII_SIDECAR_METRICS_PORT"])
+
+    assert container_port(sidecar_container, METRICS_PORT_NAME) == metrics_port
+    assert declared == {metrics_port}, "a port other than the metrics port is declared"
 
 
 def test_scrape_annotations_name_metrics_endpoint(manifests: Manifests) -> None:
     annotations = manifests.pod_annotations
-    port = int(manifests.environment(SIDECAR)["PII_SIDECAR_PORT"])
+    port = int(manifests.environment(SIDECAR)["PII_SIDECAR_METRICS_PORT"])
 
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == port
@@ -764,20 +781,44 @@ def test_network_policy_limits_egress(manifests: Manifests) -> None:
     assert all(rule.get("to") for rule in spec["egress"]), "an egress rule admits any destination"
 
 
-def test_network_policy_limits_sidecar_port_ingress(manifests: Manifests) -> None:
+def admits_port(rule: Object, port: int, name: str | None = None) -> bool:
+    """Return whether an ingress rule admits TCP `port`, also declared under `name`.
+
+    A rule without `ports` admits every port.
+    """
+    if "ports" not in rule:
+        return True
+    for entry in rule["ports"]:
+        if entry.get("protocol", "TCP") != "TCP":
+            continue
+        number = entry.get("port")
+        if number is None or number == name:
+            return True
+        if isinstance(number, int) and number <= port <= entry.get("endPort", number):
+            return True
+    return False
+
+
+def test_network_policy_limits_metrics_port_ingress(manifests: Manifests) -> None:
     spec = manifests.one("NetworkPolicy")["spec"]
-    port = int(manifests.environment(SIDECAR)["PII_SIDECAR_PORT"])
-    rules = [
-        rule for rule in spec["ingress"] if any(entry["port"] == port for entry in rule["ports"])
-    ]
+    port = int(manifests.environment(SIDECAR)["PII_SIDECAR_METRICS_PORT"])
+    rules = [rule for rule in spec["ingress"] if admits_port(rule, port, METRICS_PORT_NAME)]
 
     assert "Ingress" in spec["policyTypes"]
-    assert rules, "no ingress rule admits Prometheus to the sidecar port"
-    assert all(rule.get("from") for rule in rules), "the sidecar port is open to any source"
+    assert rules, "no ingress rule admits Prometheus to the metrics port"
+    assert all(rule.get("from") for rule in rules), "the metrics port is open to any source"
     for rule in rules:
         for source in rule["from"]:
-            # The port sends the sidecar's API keys, so a whole namespace is too wide.
-            assert "podSelector" in source, "the sidecar port is open to a whole namespace"
+            assert "podSelector" in source, "the metrics port is open to a whole namespace"
+
+
+def test_network_policy_closes_proxy_port(manifests: Manifests) -> None:
+    spec = manifests.one("NetworkPolicy")["spec"]
+    port = int(manifests.environment(SIDECAR)["PII_SIDECAR_PORT"])
+
+    assert "Ingress" in spec["policyTypes"]
+    for rule in spec["ingress"]:
+        assert not admits_port(rule, port), f"an ingress rule admits the proxy port {port}"
 
 
 # Policies, settings and the configuration file.
@@ -918,7 +959,10 @@ def test_manifest_variables_are_sidecar_settings(manifests: Manifests) -> None:
 def test_sidecar_accepts_manifest_settings(
     manifests: Manifests, manifest_settings: Settings
 ) -> None:
-    assert manifest_settings.port == container_port(manifests.container(SIDECAR), SIDECAR)
+    assert manifest_settings.host == "127.0.0.1"
+    assert manifest_settings.metrics_port == container_port(
+        manifests.container(SIDECAR), METRICS_PORT_NAME
+    )
     assert manifest_settings.policy_dir is not None
     assert Path(manifest_settings.policy_dir).is_dir()
     assert manifest_settings.config is not None
@@ -1053,17 +1097,26 @@ def test_route_timeout_within_sdk_timeout(route_config: RoutingConfig) -> None:
         assert route.timeouts.total <= sdk_timeout
 
 
-def free_port() -> int:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        port: int = listener.getsockname()[1]
-        return port
-
-
-def get_status(url: str) -> int | None:
-    """Return the HTTP status of a GET to `url`, or None when nothing listens yet."""
+def free_ports(count: int) -> list[int]:
+    """Return `count` distinct free ports of 127.0.0.1."""
+    listeners = [socket.socket() for _ in range(count)]
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        for listener in listeners:
+            listener.bind(("127.0.0.1", 0))
+        return [listener.getsockname()[1] for listener in listeners]
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+def get_status(url: str, body: bytes | None = None) -> int | None:
+    """Return the HTTP status of a GET to `url`, or None when nothing listens yet.
+
+    With `body`, send a POST of that JSON body instead.
+    """
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
             status: int = response.status
             return status
     except urllib.error.HTTPError as exc:
@@ -1116,6 +1169,11 @@ class DeployedSidecar:
     """A `pii-sidecar serve` process with the base's settings and mounted files."""
 
     url: str
+    """The proxy, on loopback as in the pod."""
+
+    metrics_url: str
+    """The metrics listener, which Prometheus and the kubelet's probes reach in the pod."""
+
     providers: FakeProviders
     app_environment: dict[str, str]
     """The app container's variables, with the base URLs pointing at `url`."""
@@ -1209,34 +1267,41 @@ def deployed(
 ) -> Iterator[DeployedSidecar]:
     """The sidecar started with the base's settings and files, in front of the fake providers."""
     root = tmp_path_factory.mktemp("pod")
-    port = free_port()
+    port, metrics_port = free_ports(2)
     environment = sidecar_environment(base, root)
     config = Path(environment["PII_SIDECAR_CONFIG"])
 
     environment.update(
         {
-            # Loopback and a free port instead of the pod's 0.0.0.0:8787, and the pod
-            # name that the downward API sets in the pod.
-            "PII_SIDECAR_HOST": "127.0.0.1",
+            # Free ports instead of the pod's 8787 and 9090, the metrics listener on
+            # loopback instead of the pod IP, and the pod name that the downward API
+            # sets in the pod.
             "PII_SIDECAR_PORT": str(port),
+            "PII_SIDECAR_METRICS_HOST": "127.0.0.1",
+            "PII_SIDECAR_METRICS_PORT": str(metrics_port),
             "PII_SIDECAR_CLIENT_POD": POD_NAME,
             "PII_SIDECAR_CONFIG": str(
                 point_routes_at(config, fake_providers.urls, root / "routes.yaml")
             ),
         }
     )
+    # The proxy keeps the manifest's host, which must not open it beyond loopback here.
+    assert environment["PII_SIDECAR_HOST"] == "127.0.0.1", "the manifest's proxy host changed"
     process = start_serve(environment, root)
 
     url = f"http://127.0.0.1:{port}"
+    metrics_url = f"http://127.0.0.1:{metrics_port}"
     manifest_port = base.environment(SIDECAR)["PII_SIDECAR_PORT"]
     app_environment = {
         name: value.replace(f"127.0.0.1:{manifest_port}", f"127.0.0.1:{port}")
         for name, value in base.environment(APP).items()
     }
     try:
-        wait_until_ready(process, url, root / "stderr.jsonl")
+        # As the kubelet's startup probe does, on the metrics listener.
+        wait_until_ready(process, metrics_url, root / "stderr.jsonl")
         yield DeployedSidecar(
             url=url,
+            metrics_url=metrics_url,
             providers=fake_providers,
             app_environment=app_environment,
             keys=base.secret_values("pii-sidecar-upstream-keys"),
@@ -1282,16 +1347,59 @@ def chat(client: openai.OpenAI) -> Any:
 
 
 @pytest.mark.slow
-def test_deployed_sidecar_becomes_ready(deployed: DeployedSidecar) -> None:
-    assert get_status(f"{deployed.url}/readyz") == 200
-    assert get_status(f"{deployed.url}/healthz") == 200
+@pytest.mark.parametrize("probe", ["startupProbe", "readinessProbe", "livenessProbe"])
+def test_deployed_sidecar_passes_probe(
+    deployed: DeployedSidecar, base: Manifests, probe: str
+) -> None:
+    path = base.container(SIDECAR)[probe]["httpGet"]["path"]
+
+    assert get_status(f"{deployed.metrics_url}{path}") == 200
 
 
 @pytest.mark.slow
 def test_deployed_sidecar_serves_scraped_path(deployed: DeployedSidecar, base: Manifests) -> None:
     path = base.pod_annotations["prometheus.io/path"]
 
-    assert get_status(f"{deployed.url}{path}") == 200
+    with urllib.request.urlopen(f"{deployed.metrics_url}{path}", timeout=2) as response:
+        assert response.status == 200
+        assert "pii_sidecar_requests" in response.read().decode()
+
+
+def sent_requests(providers: FakeProviders) -> int:
+    return len(providers.openai.requests) + len(providers.anthropic.requests)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param("/v1/models", None, id="models"),
+        pytest.param(
+            "/v1/chat/completions",
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]},
+            id="chat",
+        ),
+        pytest.param(
+            "/v1/messages",
+            {
+                "model": "claude-fake",
+                "max_tokens": 200,
+                "messages": [{"role": "user", "content": PROMPT}],
+            },
+            id="messages",
+        ),
+    ],
+)
+def test_metrics_port_does_not_proxy(
+    deployed: DeployedSidecar, path: str, body: dict[str, Any] | None
+) -> None:
+    # Prometheus and the kubelet reach this port, so it must never send a request with
+    # the sidecar's API keys.
+    sent = sent_requests(deployed.providers)
+    encoded = None if body is None else json.dumps(body).encode()
+
+    assert get_status(f"{deployed.metrics_url}{path}", encoded) == 404
+    assert sent_requests(deployed.providers) == sent
 
 
 @pytest.mark.slow
@@ -1466,10 +1574,10 @@ def test_dockerfile_starts_serve_without_shell() -> None:
     assert json.loads(health_check[health_check.index(" CMD ") + 5 :])[0] == "/opt/venv/bin/python"
 
 
-def test_dockerfile_exposes_sidecar_port(base: Manifests) -> None:
+def test_dockerfile_exposes_proxy_port(base: Manifests) -> None:
     runtime = dict(dockerfile_stages()[-1])
 
-    assert int(runtime["EXPOSE"]) == container_port(base.container(SIDECAR), SIDECAR)
+    assert int(runtime["EXPOSE"]) == int(base.environment(SIDECAR)["PII_SIDECAR_PORT"])
 
 
 def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
