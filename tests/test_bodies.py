@@ -115,15 +115,30 @@ async def test_compressed_request_scanned_and_sent_plain(
     assert_no_pii([sent.body])
 
 
-async def test_compressed_request_without_pii_forwarded_as_sent(
+async def test_compressed_request_without_pii_sent_as_parsed(
     anthropic_sidecar: RunningSidecar, fake_anthropic: RunningAnthropic
 ) -> None:
-    encoded = gzip.compress(message_body("What is the boiling point of water?"))
-    status, _, _ = await post(anthropic_sidecar, encoded, {"Content-Encoding": "gzip"})
+    body = message_body("What is the boiling point of water?")
+    status, _, _ = await post(anthropic_sidecar, gzip.compress(body), {"Content-Encoding": "gzip"})
     assert status == 200
     sent = fake_anthropic.fake.requests[-1]
-    assert sent.body == encoded
-    assert sent.headers["Content-Encoding"] == "gzip"
+    assert "Content-Encoding" not in sent.headers
+    assert json.loads(sent.body) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("coding", "data"),
+    [
+        pytest.param("gzip", gzip.compress(b'{"a": 1}') + b"mail x@example.com", id="gzip-trailing"),
+        pytest.param("deflate", zlib.compress(b'{"a": 1}') + b"mail x@example.com", id="deflate-trailing"),
+    ],
+)
+async def test_data_after_compressed_body_rejected(
+    anthropic_sidecar: RunningSidecar, fake_anthropic: RunningAnthropic, coding: str, data: bytes
+) -> None:
+    status, _, _ = await post(anthropic_sidecar, data, {"Content-Encoding": coding})
+    assert status == 415
+    assert fake_anthropic.fake.requests == []
 
 
 async def test_unknown_request_coding_is_415_in_anthropic_format(

@@ -379,3 +379,23 @@ async def test_reply_is_prefetched_for_next_turn(
             await asyncio.sleep(0.01)
         assert state.findings_cache.lookup(state.detector, [text], state.policies.current) is not None
         state.findings_cache.clear()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b'{"model": "m", "messages": [{"role": "user", "content": "mail a@example.com"}], "messages": []}', id="duplicate-key"),
+        pytest.param(b'{"model": "m", "temperature": NaN, "messages": []}', id="nan"),
+        pytest.param(b'{"model": "m", "temperature": 1e400, "messages": []}', id="overflow"),
+        pytest.param(b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="deep"),
+        pytest.param(b'{"model": "m", "seed": ' + b"9" * 5000 + b', "messages": []}', id="long-int"),
+        pytest.param(b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}', id="lone-surrogate"),
+    ],
+)
+async def test_ambiguous_json_rejected(
+    sidecar: RunningSidecar, fake_upstream: RunningUpstream, data: bytes
+) -> None:
+    status, body, _ = await post(sidecar, "/v1/chat/completions", data)
+    assert status == 400
+    assert body["error"]["code"] == "invalid_body"
+    assert fake_upstream.fake.requests == []

@@ -155,14 +155,16 @@ async def _proxy(
             f"request blocked by policy {policy.name!r}: it contains {record.block_reason}"
         )
 
-    if policy.mode is Mode.ENFORCE and plan.changed:
+    if policy.mode is Mode.ENFORCE:
+        # The upstream always gets the document the sidecar parsed and scanned,
+        # never the client's bytes, which another parser might read differently.
         texts.write_back(plan.texts)
         outgoing = json.dumps(body, ensure_ascii=False).encode()
         headers = forwardable_headers(request.headers)
         headers.popall(POLICY_HEADER, None)
         headers["Content-Type"] = "application/json"
     else:
-        # Nothing to change, or audit mode: the upstream gets the client's exact bytes.
+        # Audit mode: the upstream gets the client's exact bytes.
         outgoing = raw
         headers = forwardable_headers(request.headers)
         headers.popall(POLICY_HEADER, None)
