@@ -11,6 +11,7 @@ import aiohttp
 import openai
 import pytest
 import structlog
+import yarl
 
 from sidecar.detect.engine import Detector
 from tests.conftest import RunningSidecar, RunningUpstream, SidecarFactory
@@ -398,4 +399,25 @@ async def test_ambiguous_json_rejected(
     status, body, _ = await post(sidecar, "/v1/chat/completions", data)
     assert status == 400
     assert body["error"]["code"] == "invalid_body"
+    assert fake_upstream.fake.requests == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/../files",
+        "/v1/models/..%2Ffiles",
+        "/v1/models/%2e%2e/files",
+        "//v1/chat/completions",
+        "/v1/models/./x",
+        "/v1/models\\..\\files",
+    ],
+)
+async def test_path_tricks_rejected(sidecar: RunningSidecar, fake_upstream: RunningUpstream, path: str) -> None:
+    async with aiohttp.ClientSession() as session, session.get(
+        yarl.URL(sidecar.url + path, encoded=True)
+    ) as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["error"]["code"] == "invalid_path"
     assert fake_upstream.fake.requests == []

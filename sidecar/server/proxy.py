@@ -78,6 +78,7 @@ async def handle(request: web.Request, state: SidecarState) -> web.StreamRespons
     structlog.contextvars.bind_contextvars(request_id=record.request_id)
     adapter = match.adapter if match else None
     try:
+        _check_path(request)
         if adapter is not None:
             return await _proxy(request, state, adapter, record, destination)
         return await _pass_through(request, state, record, match, destination)
@@ -191,6 +192,35 @@ async def _read_body(request: web.Request) -> bytes:
             f"request body is larger than {request.app[MAX_BODY_KEY]} bytes; "
             "raise PII_SIDECAR_MAX_BODY_BYTES or send a smaller request"
         ) from exc
+
+
+class _InvalidPath(RequestError):
+    status = 400
+    code = "invalid_path"
+
+
+_ENCODED_SEPARATORS = ("%2f", "%2e", "%5c")
+
+
+def _check_path(request: web.Request) -> None:
+    """Reject a path whose meaning could change on the way upstream.
+
+    Dot segments, empty segments and encoded slashes, dots or backslashes
+    would let a path that matches a pass-through pattern, such as
+    `/v1/models/../files`, reach another endpoint after normalisation.
+    """
+    raw = request.raw_path.split("?", 1)[0]
+    segments = request.path.split("/")[1:]
+    if (
+        any(segment in ("", ".", "..") for segment in segments[:-1])
+        or segments[-1] in (".", "..")
+        or "\\" in request.path
+        or any(encoded in raw.lower() for encoded in _ENCODED_SEPARATORS)
+    ):
+        raise _InvalidPath(
+            "the request path has dot segments, empty segments or encoded separators; "
+            "send the path in its plain form, such as /v1/chat/completions"
+        )
 
 
 class _Internal(RequestError):
