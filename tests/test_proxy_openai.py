@@ -421,3 +421,29 @@ async def test_path_tricks_rejected(sidecar: RunningSidecar, fake_upstream: Runn
         body = await response.json()
     assert body["error"]["code"] == "invalid_path"
     assert fake_upstream.fake.requests == []
+
+
+async def test_timed_out_detection_frees_the_thread(
+    start_sidecar: SidecarFactory, fake_upstream: RunningUpstream
+) -> None:
+    sidecar = await start_sidecar(detect_timeout=2.0)
+    long_text = "Zebulon Quartermaine wrote a long letter. " * 8000
+    big = json.dumps({"model": "m", "messages": [{"role": "user", "content": long_text}]}).encode()
+    status, _, _ = await post(sidecar, "/v1/chat/completions", big)
+    assert status == 503
+    # Had the analysis of the long text kept running, this request would wait
+    # behind it past its own 2 s deadline and fail too.
+    status, _, _ = await post(sidecar, "/v1/chat/completions", CHAT)
+    assert status == 200
+
+
+def test_detector_stops_at_deadline(detector: Detector) -> None:
+    import time
+
+    from sidecar.detect.engine import DetectionExpired
+    from sidecar.policy.load import load_policy
+    from tests.conftest import DEFAULT_POLICY
+
+    policy = load_policy(DEFAULT_POLICY)
+    with pytest.raises(DetectionExpired):
+        detector.analyze(["Ann Lee is here. " * 2000], policy, deadline=time.monotonic() - 1)

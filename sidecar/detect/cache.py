@@ -50,7 +50,9 @@ _FINDING_BYTES = sys.getsizeof(Finding("PERSON", 0, 1, 0.5, "")) + sys.getsizeof
 
 
 class Analyzer(Protocol):
-    def analyze(self, texts: Sequence[str], policy: Policy) -> list[list[Finding]]: ...
+    def analyze(
+        self, texts: Sequence[str], policy: Policy, deadline: float | None = None
+    ) -> list[list[Finding]]: ...
 
 
 @dataclass(frozen=True)
@@ -93,18 +95,22 @@ class FindingsCache:
         return self.max_entries > 0 and self.max_bytes > 0
 
     def analyze(
-        self, detector: Analyzer, texts: Sequence[str], policy: Policy
+        self,
+        detector: Analyzer,
+        texts: Sequence[str],
+        policy: Policy,
+        deadline: float | None = None,
     ) -> list[list[Finding]]:
         """Return `detector.analyze(texts, policy)`, analyzing only the texts not in the cache."""
         if not self.enabled:
-            return detector.analyze(texts, policy)
+            return detector.analyze(texts, policy, deadline)
 
         scope = self._detector_token(detector) + self._policy_fingerprint(policy)
         keys = [self._digest(scope, text) for text in texts]
         found = self._lookup(keys)
         missing = _unique_missing(keys, found)
         if missing:
-            fresh = detector.analyze([texts[i] for i in missing.values()], policy)
+            fresh = detector.analyze([texts[i] for i in missing.values()], policy, deadline)
             for key, findings in zip(missing, fresh, strict=True):
                 found[key] = tuple(findings)
                 self._store(key, found[key])

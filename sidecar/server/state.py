@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -105,8 +106,11 @@ class SidecarState:
         if cached is not None:
             return cached
         loop = asyncio.get_running_loop()
+        # The thread stops at this deadline too, so the next request does not
+        # wait behind an analysis nobody waits for any more.
+        deadline = time.monotonic() + self.settings.detect_timeout
         future = loop.run_in_executor(
-            self.executor, self.findings_cache.analyze, detector, texts, policy
+            self.executor, self.findings_cache.analyze, detector, texts, policy, deadline
         )
         self.detections_in_flight += 1
         future.add_done_callback(self._detection_done)
