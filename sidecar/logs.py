@@ -57,7 +57,9 @@ PAYLOAD_KEYS = frozenset(
 )
 DROPPED = "[dropped]"
 # Libraries whose DEBUG and INFO records quote the analyzed text: Presidio 2.2 logs the
-# words around each finding ("Context list is: ..."). They log at WARNING or above only.
+# words around each finding ("Context list is: ..."). Their WARNING records repeat per
+# request ("Entity CARDINAL is not mapped") or per start for every recognizer of another
+# language, and tell an operator nothing to act on, so they log at ERROR or above only.
 QUIET_LIBRARIES = ("presidio-analyzer", "presidio-anonymizer", "spacy")
 
 
@@ -157,7 +159,7 @@ def _route_standard_logging(renderer: Any, level: int, stream: TextIO) -> None:
     root.handlers = [handler]
     root.setLevel(level)
     for name in QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+        logging.getLogger(name).setLevel(max(level, logging.ERROR))
 
 
 def get_logger(name: str) -> Any:
