@@ -40,14 +40,17 @@ REQUEST: dict[str, Any] = {
 
 def test_collect_texts_in_message_order() -> None:
     texts = ADAPTER.collect(copy.deepcopy(REQUEST))
-    assert [slot.text for slot in texts.slots] == ["dev", "sys", "u1", "u2", "a1", "t1", "t2", "not json t3", "r1"]
+    assert [slot.text for slot in texts.slots] == [
+        "dev", "sys", "u1", "u2", "ana", "a1", "t1", "t2", "not json t3", "r1", "Ana"
+    ]
 
 
 def test_collect_assigns_scope_parts() -> None:
     texts = ADAPTER.collect(copy.deepcopy(REQUEST))
     parts = [slot.part for slot in texts.slots]
-    assert parts == [Part.SYSTEM, Part.SYSTEM, Part.USER, Part.USER, Part.ASSISTANT,
-                     Part.TOOL_ARGUMENTS, Part.TOOL_ARGUMENTS, Part.TOOL_ARGUMENTS, Part.TOOL_RESULTS]
+    assert parts == [Part.SYSTEM, Part.SYSTEM, Part.USER, Part.USER, Part.USER, Part.ASSISTANT,
+                     Part.TOOL_ARGUMENTS, Part.TOOL_ARGUMENTS, Part.TOOL_ARGUMENTS, Part.TOOL_RESULTS,
+                     Part.SYSTEM]
 
 
 def test_write_back_keeps_everything_else() -> None:
@@ -57,10 +60,11 @@ def test_write_back_keeps_everything_else() -> None:
     messages = body["messages"]
     assert messages[2]["content"][1] == IMAGE
     assert messages[2]["content"][2] == REQUEST["messages"][2]["content"][2]
-    assert messages[2]["name"] == "ana"
+    assert messages[2]["name"] == "ANA"
     assert json.loads(messages[3]["tool_calls"][0]["function"]["arguments"]) == {"q": "T1", "n": [1, "T2"]}
     assert messages[3]["tool_calls"][1]["function"]["arguments"] == "NOT JSON T3"
-    assert body["tools"] == REQUEST["tools"]
+    assert body["tools"][0]["function"]["name"] == "f"
+    assert body["tools"][0]["function"]["description"] == "ANA"
     assert body["unknown_field"] == REQUEST["unknown_field"]
 
 
@@ -202,3 +206,24 @@ def test_stream_choices_are_independent() -> None:
     events = run_stream(raw)
     assert content_of(events, 0) == 'Ana "Q"'
     assert content_of(events, 1) == "ana@example.com"
+
+
+def test_unknown_shapes_are_scanned_not_skipped() -> None:
+    body = {
+        "model": "m",
+        "user": "u@example.com",
+        "metadata": {"customer": "c1"},
+        "stop": ["s1"],
+        "messages": [
+            {"role": "user", "content": [{"type": "input_text", "text": "x1"}, {"text": "x2"}, IMAGE]},
+            {"role": "assistant", "content": None, "reasoning_content": "x3", "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "f", "arguments": {"q": "x4"}}}]},
+        ],
+    }
+    texts = ADAPTER.collect(body)
+    assert {slot.text for slot in texts.slots} == {"x1", "x2", "x3", "x4", "u@example.com", "c1", "s1"}
+
+
+def test_tool_calls_must_be_an_array() -> None:
+    with pytest.raises(InvalidBody):
+        ADAPTER.collect({"messages": [{"role": "assistant", "tool_calls": {"q": "x"}}]})

@@ -28,7 +28,20 @@ _ROLE_PARTS = {
     "function": Part.TOOL_RESULTS,
 }
 # Content part types with text the model reads; image, audio and file parts pass untouched.
+# A part of any other type has every string leaf scanned but its `type`.
 _TEXT_PART_FIELDS = {"text": "text", "refusal": "refusal"}
+_BINARY_PART_TYPES = frozenset({"image_url", "input_audio", "file"})
+# Message fields besides `content` that carry text: the model reads a sender's
+# `name`, and earlier replies' `refusal` and `reasoning_content`.
+_MESSAGE_TEXT_FIELDS = ("name", "refusal", "reasoning_content")
+# Top-level fields a client fills with free text the provider stores or the
+# model reads: end-user ids (often an email address), metadata and stop words.
+_REQUEST_TEXT_FIELDS = ("user", "safety_identifier", "metadata", "stop")
+# Keys of a JSON schema whose values are structure, not text: renaming them
+# would change which tool or property the model calls.
+_SCHEMA_KEYS = frozenset(
+    {"type", "name", "format", "pattern", "$ref", "$schema", "$id", "required", "strict"}
+)
 
 
 def openai_error_body(status: int, code: str, message: str) -> dict[str, Any]:
@@ -51,10 +64,14 @@ class OpenAIChatAdapter(Adapter):
             require(part is not None, f"messages[{index}].role {role!r} is not a known role")
             assert part is not None
             _collect_content(texts, message, part, f"messages[{index}]")
-            _collect_tool_calls(texts, message)
+            for field in _MESSAGE_TEXT_FIELDS:
+                if field in message:
+                    texts.add(message, field, part)
+            _collect_tool_calls(texts, message, f"messages[{index}]")
         prediction = body.get("prediction")
         if isinstance(prediction, dict) and "content" in prediction:
             _collect_content(texts, prediction, Part.USER, "prediction")
+        _collect_request_fields(texts, body)
         return texts
 
     def restore_body(self, body: JSON, restorer: Restorer) -> None:
@@ -93,22 +110,45 @@ def _collect_content(texts: RequestTexts, message: dict[str, Any], part: Part, w
     require(isinstance(content, list), f"{where}.content must be a string or an array of parts")
     for index, item in enumerate(content):
         require(isinstance(item, dict), f"{where}.content[{index}] must be an object")
-        field = _TEXT_PART_FIELDS.get(item.get("type", ""))
-        if field is not None and field in item:
-            require(
-                isinstance(item[field], str), f"{where}.content[{index}].{field} must be a string"
-            )
-            texts.add(item, field, part)
+        part_type = item.get("type")
+        if part_type in _BINARY_PART_TYPES:
+            continue
+        field = _TEXT_PART_FIELDS.get(part_type) if isinstance(part_type, str) else None
+        if field is None or field not in item:
+            # An unknown, misspelt or missing type: scan everything it holds.
+            texts.add_json_strings(item, part, skip=frozenset({"type"}))
+            continue
+        require(isinstance(item[field], str), f"{where}.content[{index}].{field} must be a string")
+        texts.add(item, field, part)
 
 
-def _collect_tool_calls(texts: RequestTexts, message: dict[str, Any]) -> None:
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
+def _collect_tool_calls(texts: RequestTexts, message: dict[str, Any], where: str) -> None:
+    calls = message.get("tool_calls")
+    require(calls is None or isinstance(calls, list), f"{where}.tool_calls must be an array")
+    functions = [call.get("function") if isinstance(call, dict) else call for call in calls or []]
+    if "function_call" in message:
+        functions.append(message["function_call"])
+    for function in functions:
+        if function is None:
+            continue
+        require(isinstance(function, dict), f"{where}: a tool call's function must be an object")
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
             texts.add_json_text(function, "arguments", Part.TOOL_ARGUMENTS)
-    function_call = message.get("function_call")
-    if isinstance(function_call, dict):
-        texts.add_json_text(function_call, "arguments", Part.TOOL_ARGUMENTS)
+        else:
+            texts.add_json_strings(arguments, Part.TOOL_ARGUMENTS)
+
+
+def _collect_request_fields(texts: RequestTexts, body: dict[str, Any]) -> None:
+    """Add the free text outside the messages: request fields and tool definitions."""
+    for field in _REQUEST_TEXT_FIELDS:
+        if isinstance(body.get(field), str):
+            texts.add(body, field, Part.USER)
+        elif field in body:
+            texts.add_json_strings(body[field], Part.USER)
+    for field in ("tools", "functions", "response_format"):
+        if field in body:
+            texts.add_json_strings(body[field], Part.SYSTEM, skip=_SCHEMA_KEYS)
 
 
 def _restore_message(message: dict[str, Any], restorer: Restorer) -> None:
@@ -194,7 +234,7 @@ class ChatStreamTransformer(StreamTransformer):
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             delta = {}
-        for field in ("content", "refusal"):
+        for field in ("content", "refusal", "reasoning_content"):
             if isinstance(delta.get(field), str):
                 delta[field] = self._stream(index, field, 0).feed(delta[field])
         for call in delta.get("tool_calls") or []:
