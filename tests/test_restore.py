@@ -38,6 +38,7 @@ RESTORER = make_restorer(("PERSON", "Ana María"), ("EMAIL_ADDRESS", "ana@exampl
         pytest.param("Hi <PERSON_9>!", "Hi <PERSON_9>!", id="unknown-number"),
         pytest.param("PERSON_12", "PERSON_12", id="longer-number"),
         pytest.param("XPERSON_1", "XPERSON_1", id="glued-to-word"),
+        pytest.param("for person_1 in people:", "for person_1 in people:", id="bare-lower-case-is-code"),
         pytest.param("<LOCATION_1>", "<LOCATION_1>", id="type-not-in-vault"),
         pytest.param("漢字<PERSON_1>😀", "漢字Ana María😀", id="cjk-and-emoji"),
     ],

@@ -2,8 +2,9 @@
 
 Models alter placeholders. Besides the exact `<PERSON_1>` the restorer accepts
 the alterations that still name one vault entry unambiguously: any letter
-case, square brackets, a space instead of the underscore inside brackets, a
-bare `PERSON_1`, and brackets escaped for HTML (`&lt;`) or JSON (`\\u003c`).
+case inside brackets, square brackets, a space instead of the underscore
+inside brackets, a bare `PERSON_1` in upper case, and brackets escaped for
+HTML (`&lt;`) or JSON (`\\u003c`).
 A token naming no entry, such as `<PERSON>` or `<PERSON_9>`, is left as it is.
 """
 
@@ -157,7 +158,9 @@ def _compile(vault: Vault) -> regex.Pattern[str] | None:
     if types:
         alternatives.append(
             rf"(?:{_OPEN})\s?(?P<t1>{types})[_ ](?P<n1>[0-9]+)\s?(?:{_CLOSE})"
-            rf"|(?<!\w)(?P<t2>{types})_(?P<n2>[0-9]+)(?![\w])"
+            # A bare form only in upper case: `person_1` is a plausible
+            # identifier in code a model writes, `PERSON_1` hardly.
+            rf"|(?<!\w)(?-i:(?P<t2>{types})_(?P<n2>[0-9]+))(?![\w])"
         )
     surrogates = "|".join(regex.escape(s) for s in sorted(vault.surrogates, key=len, reverse=True))
     if surrogates:
