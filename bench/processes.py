@@ -89,22 +89,25 @@ class Sidecar:
         return sidecar
 
     def wait_ready(self) -> None:
-        """Wait for `READY_IN_A_ROW` ready responses in a row, each on a new connection.
+        """Wait until every worker has answered ready, each time on a new connection.
 
-        With several workers the kernel picks one per connection, so a single
-        ready response does not mean that every worker has loaded its model.
+        A worker listens only once its model is loaded, and the kernel picks
+        one listening worker per connection, so the ready answers must come
+        from as many distinct pids as there are workers.
         """
         deadline = time.monotonic() + READY_TIMEOUT
         in_a_row = 0
+        ready_pids: set[int] = set()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sidecar {self.name} exited; see {self.log_path}")
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:
-                    in_a_row = in_a_row + 1 if response.status == 200 else 0
+                    ready_pids.add(json.loads(response.read())["pid"])
+                    in_a_row += 1
             except OSError:
                 in_a_row = 0
-            if in_a_row >= READY_IN_A_ROW:
+            if in_a_row >= READY_IN_A_ROW and len(ready_pids) >= len(self.worker_pids()):
                 return
             if in_a_row == 0:
                 time.sleep(0.2)

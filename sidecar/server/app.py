@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,9 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.ready:
-        return web.json_response({"status": "ready", "policy": state.policies.current.name})
+        # The pid tells which worker answered when several share the port.
+        body = {"status": "ready", "policy": state.policies.current.name, "pid": os.getpid()}
+        return web.json_response(body)
     reason = "draining" if state.draining else "loading"
     return web.json_response({"status": reason}, status=503)
 
