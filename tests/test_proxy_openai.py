@@ -447,3 +447,13 @@ def test_detector_stops_at_deadline(detector: Detector) -> None:
     policy = load_policy(DEFAULT_POLICY)
     with pytest.raises(DetectionExpired):
         detector.analyze(["Ann Lee is here. " * 2000], policy, deadline=time.monotonic() - 1)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+async def test_scanned_endpoint_takes_only_post(
+    sidecar: RunningSidecar, fake_upstream: RunningUpstream, method: str
+) -> None:
+    status, body, _ = await post(sidecar, "/v1/chat/completions", CHAT, method=method)
+    assert status == 405
+    assert body["error"]["code"] == "method_not_allowed"
+    assert fake_upstream.fake.requests == []

@@ -132,6 +132,10 @@ async def _proxy(
     destination: _Destination,
 ) -> web.StreamResponse:
     record.dialect = adapter.dialect
+    if request.method != "POST":
+        raise _MethodNotAllowed(
+            f"{request.method} is not supported on a scanned endpoint; send the request as POST"
+        )
     # The request keeps this policy object to the end, even if a reload swaps in a new one.
     route = destination.route_prefix
     policy = state.policies.select(request.headers.get(POLICY_HEADER), route=route)
@@ -192,6 +196,11 @@ async def _read_body(request: web.Request) -> bytes:
             f"request body is larger than {request.app[MAX_BODY_KEY]} bytes; "
             "raise PII_SIDECAR_MAX_BODY_BYTES or send a smaller request"
         ) from exc
+
+
+class _MethodNotAllowed(RequestError):
+    status = 405
+    code = "method_not_allowed"
 
 
 class _InvalidPath(RequestError):
