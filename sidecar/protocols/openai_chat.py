@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from typing import Any
 
 from sidecar.errors import InvalidBody
@@ -179,20 +180,18 @@ def is_openai_error_event(event: Event) -> bool:
     return isinstance(chunk, dict) and isinstance(chunk.get("error"), dict)
 
 
-class ChatStreamTransformer(StreamTransformer):
-    """Restores `chat.completion.chunk` events per choice and per tool call.
+class ChoiceStreamTransformer(StreamTransformer):
+    """Restores OpenAI chunk streams whose events carry `choices`, chat or legacy completions.
 
-    Held-back text goes out in the chunk that carries the choice's
-    `finish_reason`. Only when the stream reaches a usage-only chunk,
-    `[DONE]` or its end with text still held (a choice that never finished)
-    is an extra chunk sent to carry that text.
+    Subclasses restore one choice (`_restore_choice`) and release what all
+    choices hold in one extra chunk (`_flush_all`); this class walks the
+    events, releases held text before a usage-only or error chunk and before
+    `[DONE]`, and records usage.
     """
 
     def __init__(self, restorer: Restorer) -> None:
         self._restorer = restorer
-        self._streams: dict[tuple[int, str, int], StreamRestorer] = {}
         self._last_chunk: dict[str, Any] = {}
-        self._content: dict[int, list[str]] = {}
 
     def feed(self, event: Event) -> list[Event]:
         if event.data.strip() == "[DONE]":
@@ -200,7 +199,7 @@ class ChatStreamTransformer(StreamTransformer):
         try:
             chunk = json.loads(event.data)
         except ValueError:
-            return [event.with_data(self._restorer.restore(event.data))]
+            return [event.with_data(self._restorer.restore(event.data))] if event.data else [event]
         if not isinstance(chunk, dict):
             return [event]
 
@@ -214,7 +213,7 @@ class ChatStreamTransformer(StreamTransformer):
         else:
             # A usage-only or error chunk ends the choices: release what they hold first.
             before = self._flush_all()
-        if "error" in chunk:
+        if isinstance(chunk.get("error"), dict):
             restore_string_leaves(chunk["error"], self._restorer)
         self.usage = openai_usage(chunk) or self.usage
         return [*before, event.with_data(json.dumps(chunk, ensure_ascii=False))]
@@ -228,6 +227,29 @@ class ChatStreamTransformer(StreamTransformer):
 
     def is_error(self, event: Event) -> bool:
         return is_openai_error_event(event)
+
+    @abstractmethod
+    def _restore_choice(self, choice: dict[str, Any]) -> None:
+        """Restore one choice of a chunk in place."""
+
+    @abstractmethod
+    def _flush_all(self) -> list[Event]:
+        """Return one chunk with the text every choice still holds, or nothing."""
+
+
+class ChatStreamTransformer(ChoiceStreamTransformer):
+    """Restores `chat.completion.chunk` events per choice and per tool call.
+
+    Held-back text goes out in the chunk that carries the choice's
+    `finish_reason`. Only when the stream reaches a usage-only chunk,
+    `[DONE]` or its end with text still held (a choice that never finished)
+    is an extra chunk sent to carry that text.
+    """
+
+    def __init__(self, restorer: Restorer) -> None:
+        super().__init__(restorer)
+        self._streams: dict[tuple[int, str, int], StreamRestorer] = {}
+        self._content: dict[int, list[str]] = {}
 
     def _restore_choice(self, choice: dict[str, Any]) -> None:
         index = choice.get("index", 0)

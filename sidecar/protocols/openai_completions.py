@@ -18,10 +18,9 @@ from sidecar.protocols.base import (
     Part,
     RequestTexts,
     StreamTransformer,
-    openai_usage,
     restore_string_leaves,
 )
-from sidecar.protocols.openai_chat import is_openai_error_event, openai_error_body
+from sidecar.protocols.openai_chat import ChoiceStreamTransformer, openai_error_body
 from sidecar.redact.restore import Restorer, StreamRestorer
 from sidecar.sse import Event
 
@@ -80,7 +79,7 @@ class OpenAICompletionsAdapter(Adapter):
         return openai_error_body(status, code, message)
 
 
-class CompletionsStreamTransformer(StreamTransformer):
+class CompletionsStreamTransformer(ChoiceStreamTransformer):
     """Restores `text_completion` chunks per choice index.
 
     A choice's held-back text goes out in the chunk that carries its
@@ -89,43 +88,8 @@ class CompletionsStreamTransformer(StreamTransformer):
     """
 
     def __init__(self, restorer: Restorer) -> None:
-        self._restorer = restorer
+        super().__init__(restorer)
         self._streams: dict[int, StreamRestorer] = {}
-        self._last_chunk: dict[str, Any] = {}
-
-    def feed(self, event: Event) -> list[Event]:
-        if event.data.strip() == "[DONE]":
-            return [*self._flush_all(), event]
-        try:
-            chunk = json.loads(event.data)
-        except ValueError:
-            return [event.with_data(self._restorer.restore(event.data))] if event.data else [event]
-        if not isinstance(chunk, dict):
-            return [event]
-
-        before: list[Event] = []
-        choices = chunk.get("choices")
-        if isinstance(choices, list) and choices:
-            self._last_chunk = chunk
-            for choice in choices:
-                if isinstance(choice, dict):
-                    self._restore_choice(choice)
-        else:
-            before = self._flush_all()
-        if isinstance(chunk.get("error"), dict):
-            restore_string_leaves(chunk["error"], self._restorer)
-        self.usage = openai_usage(chunk) or self.usage
-        return [*before, event.with_data(json.dumps(chunk, ensure_ascii=False))]
-
-    def end(self) -> list[Event]:
-        return self._flush_all()
-
-    def error_events(self, message: str) -> list[Event]:
-        body = openai_error_body(502, "upstream_stream_failed", message)
-        return [Event(data=json.dumps(body), modified=True)]
-
-    def is_error(self, event: Event) -> bool:
-        return is_openai_error_event(event)
 
     def _restore_choice(self, choice: dict[str, Any]) -> None:
         index = choice.get("index", 0)
