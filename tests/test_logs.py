@@ -184,6 +184,11 @@ def test_presidio_debug_text_not_logged() -> None:
         logging.getLogger("presidio-analyzer").warning("Entity CARDINAL is not mapped")
         logging.getLogger("presidio-analyzer").error("Failed to load recognizer")
         get_logger("sidecar.test").debug("detector_loaded")
-    events = [line["event"] for line in json_lines(stream.getvalue())]
+    # Other libraries may log at DEBUG meanwhile (httpcore closing a pooled
+    # connection), so only the records of this test are compared.
+    ours = {"Context list is: " + CANARY, "Entity CARDINAL is not mapped", "Failed to load recognizer",
+            "detector_loaded"}
+    events = [line["event"] for line in json_lines(stream.getvalue()) if line["event"] in ours]
 
     assert events == ["Failed to load recognizer", "detector_loaded"]
+    assert CANARY not in stream.getvalue()
