@@ -69,7 +69,7 @@ def collected() -> tuple[list[str], list[Part]]:
 def test_collect_texts_in_reading_order() -> None:
     texts, _ = collected()
     assert texts == ["inst", "v1", "v2", "dev", "u1", "u2", "a1", "a2", "t1", "t2", "r1", "r2",
-                     "t3", "r3", "t4", "r4", "t5"]
+                     "t3", "r3", "t4", "r4", "t5", "Ana"]
 
 
 def test_collect_assigns_scope_parts() -> None:
@@ -99,7 +99,8 @@ def test_write_back_keeps_files_images_and_reasoning() -> None:
     assert items[9]["server_label"] == "crm"
     assert items[10]["action"] == {"type": "search", "query": "T5"}
     assert body["prompt"]["variables"]["photo"] == IMAGE
-    assert body["tools"] == REQUEST["tools"]
+    assert body["tools"][0]["name"] == REQUEST["tools"][0]["name"]
+    assert body["tools"][0]["description"] == "ANA"
 
 
 def test_collect_input_string() -> None:

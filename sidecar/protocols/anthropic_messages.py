@@ -28,6 +28,7 @@ from sidecar.protocols.base import (
     Part,
     RequestTexts,
     StreamTransformer,
+    collect_request_fields,
     expect_list,
     expect_object,
     require,
@@ -79,26 +80,6 @@ def anthropic_usage(usage: JSON) -> dict[str, int] | None:
     return counts or None
 
 
-# Keys of a JSON schema whose values are structure, not text: renaming them
-# would change which tool or property the model calls.
-_SCHEMA_KEYS = frozenset(
-    {"type", "name", "format", "pattern", "$ref", "$schema", "$id", "required"}
-)
-
-
-def _collect_request_fields(texts: RequestTexts, body: dict[str, Any]) -> None:
-    """Add the free text outside the messages: metadata, stop sequences and tool definitions.
-
-    `metadata.user_id` is often an email address; tool descriptions and
-    schemas are read by the model.
-    """
-    for field in ("metadata", "stop_sequences"):
-        if field in body:
-            texts.add_json_strings(body[field], Part.USER)
-    if "tools" in body:
-        texts.add_json_strings(body["tools"], Part.SYSTEM, skip=_SCHEMA_KEYS)
-
-
 class AnthropicMessagesAdapter(Adapter):
     dialect = "anthropic.messages"
 
@@ -116,7 +97,8 @@ class AnthropicMessagesAdapter(Adapter):
             require(part is not None, f"{where}.role {role!r} must be 'user' or 'assistant'")
             assert part is not None
             _collect_content(texts, message, "content", part, where)
-        _collect_request_fields(texts, body)
+        # metadata.user_id is often an email address.
+        collect_request_fields(texts, body, ("metadata", "stop_sequences"), ("tools",))
         return texts
 
     def restore_body(self, body: JSON, restorer: Restorer) -> None:

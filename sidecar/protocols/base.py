@@ -172,6 +172,37 @@ def require(condition: bool, message: str) -> None:
         raise InvalidBody(message)
 
 
+# Keys of a JSON schema whose values are structure, not text: renaming them
+# would change which tool or property the model calls.
+SCHEMA_KEYS = frozenset(
+    {"type", "name", "format", "pattern", "$ref", "$schema", "$id", "required", "strict"}
+)
+
+
+def collect_request_fields(
+    texts: RequestTexts,
+    body: dict[str, Any],
+    text_fields: tuple[str, ...],
+    schema_fields: tuple[str, ...] = (),
+) -> None:
+    """Add the free text a request carries outside its messages.
+
+    `text_fields` are fields such as `user` or `metadata` that clients fill
+    with end-user ids (often an email address) and notes; every string in
+    them is scanned as user text. `schema_fields` hold tool definitions and
+    output schemas, which the model reads: their descriptions, titles, enums
+    and examples are scanned as system text, their structure (`SCHEMA_KEYS`) is not.
+    """
+    for name in text_fields:
+        if isinstance(body.get(name), str):
+            texts.add(body, name, Part.USER)
+        elif name in body:
+            texts.add_json_strings(body[name], Part.USER)
+    for name in schema_fields:
+        if name in body:
+            texts.add_json_strings(body[name], Part.SYSTEM, skip=SCHEMA_KEYS)
+
+
 def expect_list(value: JSON, message: str) -> list[Any]:
     """Return `value` if it is a JSON array; raise `InvalidBody` with `message` if not."""
     if not isinstance(value, list):

@@ -13,6 +13,7 @@ from sidecar.protocols.base import (
     Part,
     RequestTexts,
     StreamTransformer,
+    collect_request_fields,
     openai_usage,
     require,
     restore_string_leaves,
@@ -36,13 +37,9 @@ _BINARY_PART_TYPES = frozenset({"image_url", "input_audio", "file"})
 # `name`, and earlier replies' `refusal` and `reasoning_content`.
 _MESSAGE_TEXT_FIELDS = ("name", "refusal", "reasoning_content")
 # Top-level fields a client fills with free text the provider stores or the
-# model reads: end-user ids (often an email address), metadata and stop words.
+# model reads: end-user ids, metadata and stop words, then tool definitions.
 _REQUEST_TEXT_FIELDS = ("user", "safety_identifier", "metadata", "stop")
-# Keys of a JSON schema whose values are structure, not text: renaming them
-# would change which tool or property the model calls.
-_SCHEMA_KEYS = frozenset(
-    {"type", "name", "format", "pattern", "$ref", "$schema", "$id", "required", "strict"}
-)
+_REQUEST_SCHEMA_FIELDS = ("tools", "functions", "response_format")
 
 
 def openai_error_body(status: int, code: str, message: str) -> dict[str, Any]:
@@ -72,7 +69,7 @@ class OpenAIChatAdapter(Adapter):
         prediction = body.get("prediction")
         if isinstance(prediction, dict) and "content" in prediction:
             _collect_content(texts, prediction, Part.USER, "prediction")
-        _collect_request_fields(texts, body)
+        collect_request_fields(texts, body, _REQUEST_TEXT_FIELDS, _REQUEST_SCHEMA_FIELDS)
         return texts
 
     def restore_body(self, body: JSON, restorer: Restorer) -> None:
@@ -138,18 +135,6 @@ def _collect_tool_calls(texts: RequestTexts, message: dict[str, Any], where: str
             texts.add_json_text(function, "arguments", Part.TOOL_ARGUMENTS)
         else:
             texts.add_json_strings(arguments, Part.TOOL_ARGUMENTS)
-
-
-def _collect_request_fields(texts: RequestTexts, body: dict[str, Any]) -> None:
-    """Add the free text outside the messages: request fields and tool definitions."""
-    for field in _REQUEST_TEXT_FIELDS:
-        if isinstance(body.get(field), str):
-            texts.add(body, field, Part.USER)
-        elif field in body:
-            texts.add_json_strings(body[field], Part.USER)
-    for field in ("tools", "functions", "response_format"):
-        if field in body:
-            texts.add_json_strings(body[field], Part.SYSTEM, skip=_SCHEMA_KEYS)
 
 
 def _restore_message(message: dict[str, Any], restorer: Restorer) -> None:

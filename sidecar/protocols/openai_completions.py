@@ -18,6 +18,7 @@ from sidecar.protocols.base import (
     Part,
     RequestTexts,
     StreamTransformer,
+    collect_request_fields,
     restore_string_leaves,
 )
 from sidecar.protocols.openai_chat import ChoiceStreamTransformer, openai_error_body
@@ -61,6 +62,7 @@ class OpenAICompletionsAdapter(Adapter):
             texts.add(body, "suffix", Part.USER)
         elif suffix is not None:
             raise InvalidBody("'suffix' must be a string")
+        collect_request_fields(texts, body, ("user", "metadata", "stop"))
         return texts
 
     def restore_body(self, body: JSON, restorer: Restorer) -> None:

@@ -17,6 +17,7 @@ from sidecar.protocols.base import (
     Part,
     RequestTexts,
     StreamTransformer,
+    collect_request_fields,
     restore_string_leaves,
 )
 from sidecar.protocols.openai_chat import openai_error_body
@@ -31,6 +32,7 @@ class OpenAIEmbeddingsAdapter(Adapter):
     def collect(self, body: dict[str, Any]) -> RequestTexts:
         texts = RequestTexts()
         collect_strings(body, "input", texts, Part.USER)
+        collect_request_fields(texts, body, ("user",))
         return texts
 
     def restore_body(self, body: JSON, restorer: Restorer) -> None:

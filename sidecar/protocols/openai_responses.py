@@ -32,6 +32,7 @@ from sidecar.protocols.base import (
     Part,
     RequestTexts,
     StreamTransformer,
+    collect_request_fields,
     expect_list,
     expect_object,
     openai_usage,
@@ -87,6 +88,9 @@ class OpenAIResponsesAdapter(Adapter):
             for index, item in enumerate(items):
                 where = f"input[{index}]"
                 _collect_item(texts, expect_object(item, f"{where} must be an object"), where)
+        collect_request_fields(
+            texts, body, ("user", "safety_identifier", "metadata"), ("tools", "text")
+        )
         return texts
 
     def restore_body(self, body: JSON, restorer: Restorer) -> None:
