@@ -91,7 +91,7 @@ def collected() -> tuple[dict[str, Any], list[str], list[Part]]:
 def test_collect_texts_in_reading_order() -> None:
     _, texts, _ = collected()
     assert texts == ["sys1", "sys2", "u0", "u1", "d-title", "d-context", "d-data", "d-block",
-                     "s-title", "s-text", "a1", "c1", "c2", "t1", "t2", "t3", "w-title", "r1", "r2",
+                     "s-title", "s-text", "a1", "c1", "c2", "t1", "t2", "t3", "https://example.com", "w-title", "r1", "r2",
                      "u-1", "Ana"]
 
 
@@ -119,7 +119,7 @@ def test_write_back_keeps_binary_and_thinking_blocks() -> None:
     assert assistant[1] == {"type": "redacted_thinking", "data": "opaque"}
     assert assistant[3]["input"] == {"q": "T1", "n": [1, "T2"]}
     assert assistant[5]["content"][0]["encrypted_content"] == "ENC"
-    assert assistant[5]["content"][0]["url"] == "https://example.com"
+    assert assistant[5]["content"][0]["url"] == "HTTPS://EXAMPLE.COM"
     assert body["tools"][0]["name"] == REQUEST["tools"][0]["name"]
     assert body["tools"][0]["input_schema"] == REQUEST["tools"][0]["input_schema"]
     assert body["metadata"] == {"user_id": "U-1"}

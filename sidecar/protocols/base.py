@@ -17,7 +17,8 @@ JSON = Any
 
 # Object keys whose string values are identifiers, signatures, enumerations or
 # encoded binary data. The generic walk over item and block types that an
-# adapter does not know field by field neither scans nor restores them.
+# adapter does not know field by field neither scans nor restores them. Keys
+# such as `url` and `result` are scanned: their values can hold any text.
 OPAQUE_KEYS = frozenset(
     {
         "type",
@@ -39,8 +40,6 @@ OPAQUE_KEYS = frozenset(
         "file_id",
         "file_url",
         "image_url",
-        "result",
-        "url",
         "media_type",
         "mime_type",
     }
