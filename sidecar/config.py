@@ -63,6 +63,12 @@ class Settings:
         # With a policy directory, an empty `policy` selects the policy named "default".
         if not self.policy and self.policy_dir is None:
             object.__setattr__(self, "policy", default_policy_path())
+        self._check_sources()
+        self._check_listeners()
+        self._check_limits()
+        self._check_audit()
+
+    def _check_sources(self) -> None:
         if self.policy_reload_interval < 0:
             raise ConfigError(
                 f"policy reload interval {self.policy_reload_interval} must be 0 (off) or positive"
@@ -71,8 +77,19 @@ class Settings:
             raise ConfigError(f"upstream {self.upstream!r} must be an http:// or https:// URL")
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"log format {self.log_format!r} must be 'json' or 'console'")
+
+    def _check_listeners(self) -> None:
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} must be between 1 and 65535")
+        if not 0 <= self.metrics_port < 65536 or self.metrics_port == self.port:
+            raise ConfigError(
+                f"metrics port {self.metrics_port} must be 0 (metrics on the proxy port only) or "
+                f"a port between 1 and 65535 other than the proxy port {self.port}"
+            )
+        if self.workers < 1:
+            raise ConfigError(f"workers {self.workers} must be at least 1")
+
+    def _check_limits(self) -> None:
         if self.upstream_timeout <= 0:
             raise ConfigError(f"upstream timeout {self.upstream_timeout} must be positive")
         if self.detect_timeout <= 0:
@@ -82,14 +99,6 @@ class Settings:
                 f"detect cache limits ({self.detect_cache_entries} entries, "
                 f"{self.detect_cache_bytes} bytes) must be 0 (cache off) or positive"
             )
-        if not 0 <= self.metrics_port < 65536 or self.metrics_port == self.port:
-            raise ConfigError(
-                f"metrics port {self.metrics_port} must be 0 (metrics on the proxy port only) or "
-                f"a port between 1 and 65535 other than the proxy port {self.port}"
-            )
-        if self.workers < 1:
-            raise ConfigError(f"workers {self.workers} must be at least 1")
-        self._check_audit()
 
     @property
     def audit_to_stdout(self) -> bool:

@@ -60,10 +60,10 @@ def limit_malloc_arenas() -> None:
 async def serve(settings: Settings) -> int:
     """Serve `settings` until a stop signal, then drain in-flight requests.
 
-    On SIGTERM or SIGINT the sidecar reports not ready, closes its listening
-    socket so new connections are refused, gives in-flight requests and
-    streams up to `grace_period` seconds to finish, cancels what is left, and
-    closes the upstream client and the audit sink.
+    On SIGTERM or SIGINT the sidecar reports not ready and closes its
+    listening socket, so new connections are refused. In-flight requests and
+    streams get up to `grace_period` seconds to finish, and what is left is
+    cancelled. Then the upstream client and the audit sink are closed.
     """
     app = create_app(settings)
     runner = web.AppRunner(

@@ -123,7 +123,7 @@ def shared_registry(language: str, nlp_engine: NlpEngine | None = None) -> Recog
     """
     registry = RecognizerRegistry(supported_languages=[language])
     # Presidio accepts None here (it then uses the default NER entity types),
-    # although its annotation says otherwise.
+    # although its type annotation does not allow it.
     registry.load_predefined_recognizers(
         languages=[language],
         nlp_engine=nlp_engine,  # type: ignore[arg-type]

@@ -51,7 +51,7 @@ PRESIDIO_REGEX_FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
 
 
 class Action(StrEnum):
-    """What the sidecar does with a detected value."""
+    """The treatment of a detected value."""
 
     PLACEHOLDER = "placeholder"
     REDACT = "redact"

@@ -28,6 +28,7 @@ from sidecar.protocols.base import (
     Part,
     RequestTexts,
     StreamTransformer,
+    add_text_or_objects,
     collect_request_fields,
     expect_list,
     expect_object,
@@ -136,14 +137,8 @@ def _collect_content(
     texts: RequestTexts, container: dict[str, Any], key: str, part: Part, where: str
 ) -> None:
     """Collect `container[key]`: a string, or an array of content blocks."""
-    content = container.get(key)
-    if isinstance(content, str):
-        texts.add(container, key, part)
-        return
-    blocks = expect_list(content, f"{where}.{key} must be a string or an array of blocks")
-    for index, item in enumerate(blocks):
-        block = expect_object(item, f"{where}.{key}[{index}] must be an object")
-        _collect_block(texts, block, part, f"{where}.{key}[{index}]")
+    for block_where, block in add_text_or_objects(texts, container, key, part, where, "blocks"):
+        _collect_block(texts, block, part, block_where)
 
 
 def _collect_block(texts: RequestTexts, block: dict[str, Any], part: Part, where: str) -> None:

@@ -187,10 +187,11 @@ def collect_request_fields(
     """Add the free text a request carries outside its messages.
 
     `text_fields` are fields such as `user` or `metadata` that clients fill
-    with end-user ids (often an email address) and notes; every string in
-    them is scanned as user text. `schema_fields` hold tool definitions and
-    output schemas, which the model reads: their descriptions, titles, enums
-    and examples are scanned as system text, their structure (`SCHEMA_KEYS`) is not.
+    with end-user ids (often an email address) and notes. Every string in
+    them is scanned as user text. `schema_fields` contain tool definitions
+    and output schemas, which the model reads. Their descriptions, titles,
+    enums and examples are scanned as system text, but not their structure
+    (`SCHEMA_KEYS`).
     """
     for name in text_fields:
         if isinstance(body.get(name), str):
@@ -200,6 +201,27 @@ def collect_request_fields(
     for name in schema_fields:
         if name in body:
             texts.add_json_strings(body[name], Part.SYSTEM, skip=SCHEMA_KEYS)
+
+
+def add_text_or_objects(
+    texts: RequestTexts, container: dict[str, Any], key: str, part: Part, where: str, noun: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """Add `container[key]` if it is a string; otherwise return its array's objects.
+
+    Each object comes with its path for error messages. Raise `InvalidBody`
+    when the value is neither a string nor an array of objects; `noun` names
+    the objects in that message ("blocks", "content parts").
+    """
+    content = container.get(key)
+    if isinstance(content, str):
+        texts.add(container, key, part)
+        return []
+    items = expect_list(content, f"{where}.{key} must be a string or an array of {noun}")
+    objects = []
+    for index, item in enumerate(items):
+        item_where = f"{where}.{key}[{index}]"
+        objects.append((item_where, expect_object(item, f"{item_where} must be an object")))
+    return objects
 
 
 def expect_list(value: JSON, message: str) -> list[Any]:
@@ -233,7 +255,7 @@ def openai_usage(document: JSON) -> dict[str, int] | None:
 class StreamTransformer(ABC):
     """Restores a dialect's event stream, one event at a time.
 
-    `usage` holds the token counts once the stream has reported them.
+    `usage` contains the token counts once the stream has reported them.
     """
 
     usage: dict[str, int] | None = None
@@ -266,7 +288,7 @@ class StreamTransformer(ABC):
 
 
 class Adapter(ABC):
-    """What the server needs from an API dialect."""
+    """The interface of one API dialect, as the server uses it."""
 
     dialect: str
 

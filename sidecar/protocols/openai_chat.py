@@ -168,10 +168,10 @@ def is_openai_error_event(event: Event) -> bool:
 class ChoiceStreamTransformer(StreamTransformer):
     """Restores OpenAI chunk streams whose events carry `choices`, chat or legacy completions.
 
-    Subclasses restore one choice (`_restore_choice`) and release what all
-    choices hold in one extra chunk (`_flush_all`); this class walks the
-    events, releases held text before a usage-only or error chunk and before
-    `[DONE]`, and records usage.
+    Subclasses restore one choice (`_restore_choice`) and put the text that
+    all choices still hold back into one extra chunk (`_flush_all`). This
+    class walks the events, sends that chunk before a usage-only or error
+    chunk and before `[DONE]`, and records usage.
     """
 
     def __init__(self, restorer: Restorer) -> None:

@@ -32,6 +32,7 @@ from sidecar.protocols.base import (
     Part,
     RequestTexts,
     StreamTransformer,
+    add_text_or_objects,
     collect_request_fields,
     expect_list,
     expect_object,
@@ -146,18 +147,13 @@ def _collect_parts(
     texts: RequestTexts, item: dict[str, Any], key: str, part: Part, where: str
 ) -> None:
     """Collect `item[key]`: a string, or an array of content parts."""
-    content = item.get(key)
-    if isinstance(content, str):
-        texts.add(item, key, part)
-        return
-    parts = expect_list(content, f"{where}.{key} must be a string or an array of content parts")
-    for index, entry in enumerate(parts):
-        content_part = expect_object(entry, f"{where}.{key}[{index}] must be an object")
+    objects = add_text_or_objects(texts, item, key, part, where, "content parts")
+    for part_where, content_part in objects:
         part_type = content_part.get("type")
         field = _TEXT_PART_FIELDS.get(part_type) if isinstance(part_type, str) else None
         if field is not None:
             if not isinstance(content_part.get(field), str):
-                raise InvalidBody(f"{where}.{key}[{index}].{field} must be a string")
+                raise InvalidBody(f"{part_where}.{field} must be a string")
             texts.add(content_part, field, part)
         elif part_type not in _PASSED_PARTS:
             texts.add_json_strings(content_part, part, OPAQUE_KEYS)

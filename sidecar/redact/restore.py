@@ -1,10 +1,10 @@
 """Restoration of placeholders and surrogates in model output, whole or streamed.
 
-Models alter placeholders. Besides the exact `<PERSON_1>` the restorer accepts
-the alterations that still name one vault entry unambiguously: any letter
-case inside brackets, square brackets, a space instead of the underscore
-inside brackets, a bare `PERSON_1` in upper case, and brackets escaped for
-HTML (`&lt;`) or JSON (`\\u003c`).
+Models alter placeholders, so the restorer accepts more than the exact
+`<PERSON_1>`. It also takes the alterations that still name one vault entry
+unambiguously. These are any letter case inside brackets, square brackets, a
+space instead of the underscore inside brackets, a bare `PERSON_1` in upper
+case, and brackets escaped for HTML (`&lt;`) or JSON (`\\u003c`).
 A token naming no entry, such as `<PERSON>` or `<PERSON_9>`, is left as it is.
 """
 

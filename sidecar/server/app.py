@@ -30,9 +30,9 @@ from sidecar.upstream.settings import single_target_group
 
 STATE = web.AppKey("state", SidecarState)
 
-# Options of aiohttp's request handler. Request bodies stay encoded so the proxy
-# decodes them itself and fails closed on a coding it cannot read; a client
-# that disconnects cancels its handler, and with it the upstream request.
+# Options of aiohttp's request handler. Request bodies stay encoded, so the
+# proxy decodes them itself and fails closed on a coding it cannot read. A
+# client that disconnects cancels its handler, and with it the upstream request.
 SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "handler_cancellation": True}
 log = get_logger("sidecar.server")
 
@@ -147,7 +147,7 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.ready:
-        # The pid tells which worker answered when several share the port.
+        # The pid identifies the worker that replied when several share the port.
         body = {"status": "ready", "policy": state.policies.current.name, "pid": os.getpid()}
         return web.json_response(body)
     reason = "draining" if state.draining else "loading"

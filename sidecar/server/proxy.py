@@ -102,7 +102,7 @@ async def handle(request: web.Request, state: SidecarState) -> web.StreamRespons
 
 @dataclass(frozen=True)
 class _Destination:
-    """Where a request goes: its route's upstream group, and the path with its query.
+    """The destination of a request: its route's upstream group, and the path with its query.
 
     `group` None is the group of the `--upstream` URL; `url` is the primary's URL.
     """
@@ -143,7 +143,8 @@ async def _proxy(
     body = parse_json_body(
         decode_content(raw, request.headers.get("Content-Encoding")), request.content_type
     )
-    record.model = adapter.model(body)
+    model = adapter.model(body)
+    record.model = model
     record.stream = adapter.is_stream(body)
     texts = adapter.collect(body)
 
@@ -177,7 +178,7 @@ async def _proxy(
             headers["Content-Encoding"] = request.headers["Content-Encoding"]
     restorer = Restorer(plan.vault)
     sent = OutgoingRequest(request.method, destination.path_qs, tuple(headers.items()), outgoing)
-    build = ModelRewriter(sent, body, adapter.model(body), adapter.with_model)
+    build = ModelRewriter(sent, body, model, adapter.with_model)
     forwarder = state.upstreams.forwarder(destination.group)
     replies: list[str] = []
     response = await _forward(request, forwarder, adapter, restorer, record, build, replies)

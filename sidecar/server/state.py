@@ -107,7 +107,7 @@ class SidecarState:
             return cached
         loop = asyncio.get_running_loop()
         # The thread stops at this deadline too, so the next request does not
-        # wait behind an analysis nobody waits for any more.
+        # wait behind an analysis whose request has already failed.
         deadline = time.monotonic() + self.settings.detect_timeout
         future = loop.run_in_executor(
             self.executor, self.findings_cache.analyze, detector, texts, policy, deadline
